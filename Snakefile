@@ -1,0 +1,31 @@
+# volbench: benchmark compression codecs on 3D volumes.
+# Run: snakemake --cores N            (config/config.yaml: the embedded default, offline)
+#      snakemake --cores N --configfile config/paper.yaml
+import os
+
+from snakemake.utils import min_version, validate
+
+min_version("8.0")
+
+
+# the embedded default, unless the command line names a config (--configfile replaces it)
+if "datasets" not in config:
+
+    configfile: os.path.join(workflow.basedir, "config/config.yaml")
+
+
+validate(config, schema="workflow/schemas/config.schema.yaml")
+
+
+include: "workflow/rules/common.smk"
+include: "workflow/rules/data.smk"
+include: "workflow/rules/codecs.smk"
+include: "workflow/rules/summary.smk"
+if os.path.exists(os.path.join(workflow.basedir, "workflow/rules/paper.smk")):
+
+    include: "workflow/rules/paper.smk"
+
+
+rule all:
+    input:
+        all_targets(),

@@ -1,0 +1,98 @@
+// Shared declarations of the volbench_gpu_ext kernels.  Nothing here touches torch: the .cu
+// files work on raw device pointers; bindings.cpp is the only translation unit that sees tensors.
+#pragma once
+
+#include <cuda_runtime.h>
+
+#include <cstdint>
+#include <functional>
+#include <stdexcept>
+#include <string>
+
+namespace vbgs {
+
+constexpr int kVoxTile = 8;                                // voxelizer tile edge (8^3 voxels)
+constexpr int kVoxThreads = kVoxTile * kVoxTile * kVoxTile;  // one thread per voxel of a tile
+constexpr int kPixTile = 16;                               // rasterizer tile edge (16x16)
+constexpr int kPixThreads = kPixTile * kPixTile;           // one thread per pixel of a tile
+
+inline void check_cuda(cudaError_t err, const char* what, const char* file, int line) {
+  if (err != cudaSuccess) {
+    throw std::runtime_error(std::string("volbench_gpu_ext: ") + what + " failed at " + file +
+                             ":" + std::to_string(line) + ": " + cudaGetErrorString(err));
+  }
+}
+#define VB_CUDA_CHECK(expr) ::vbgs::check_cuda((expr), #expr, __FILE__, __LINE__)
+#define VB_LAUNCH_CHECK() ::vbgs::check_cuda(cudaGetLastError(), "kernel launch", __FILE__, __LINE__)
+
+// Allocation callback (implemented with torch tensors in bindings.cpp).  slot 0: scratch freed
+// by the caller after the call; slot 1: the sorted Gaussian ids (int32, kept); slot 2: the
+// per-tile ranges (int64 pairs [start, end), kept).
+using AllocFn = std::function<void*(size_t bytes, int slot)>;
+
+// Per-tile sorted lists of (item) ids.  Every item i owns an inclusive box of tiles
+// boxes[6i..6i+5] = (z0, z1, y0, y1, x0, x1) in a (tz, ty, tx) tile grid (empty when z1 < z0 ...)
+// and a key base key_base[i] (nullptr = 0) added to the linear tile index.  Keys range over
+// [0, n_keys).  Returns the number of (tile, item) pairs; *ids (slot 1, length = pairs) holds
+// the items sorted by key, stable (ascending item id within a tile), and *ranges (slot 2,
+// length 2 n_keys) the [start, end) of every key in *ids.
+int64_t build_tile_lists(const int* boxes, const int64_t* key_base, int n_items, int tz,
+                         int ty, int tx, int64_t n_keys, const AllocFn& alloc,
+                         cudaStream_t stream, int32_t** ids, int64_t** ranges);
+
+// ------------------------------------------------------------------ voxelizer
+struct VoxGeom {
+  float o[3];    // world position of voxel (0,0,0) of the ROI
+  float sp[3];   // spacing
+  int shape[3];  // ROI shape (z, y, x)
+  int tiles[3];  // tile grid = ceil(shape / 8)
+  float c2;      // cutoff^2
+};
+
+// boxes (n x 6 ints) of the tiles each Gaussian's bounding box touches
+void voxel_tile_boxes(const float* means, const float* half_ext, int n, const VoxGeom& g,
+                      int* boxes, cudaStream_t stream);
+
+void voxelize_forward(const float* means, const float* A, const float* amps, const int32_t* ids,
+                      const int64_t* ranges, const VoxGeom& g, float* out, cudaStream_t stream);
+
+void voxelize_backward(const float* grad_out, const float* means, const float* A,
+                       const float* amps, const int32_t* ids, const int64_t* ranges,
+                       const VoxGeom& g, float* g_means, float* g_A, float* g_amps,
+                       cudaStream_t stream);
+
+// ------------------------------------------------------------------ slice rasterizer
+struct PixGeom {
+  int B, N;      // cameras, Gaussians per camera (item = b * N + n)
+  int H, W;      // image size
+  int tiles[2];  // ceil(H / 16), ceil(W / 16)
+  float ps[2];   // pixel size (rows, columns)
+  float c2;      // cutoff^2
+};
+
+void raster_tile_boxes(const float* mean2d, const float* radii, const PixGeom& g, int* boxes,
+                       int64_t* key_base, cudaStream_t stream);
+
+void raster_forward(const float* mean2d, const float* conic, const float* weight,
+                    const int32_t* ids, const int64_t* ranges, const PixGeom& g, float* out,
+                    cudaStream_t stream);
+
+void raster_backward(const float* grad_out, const float* mean2d, const float* conic,
+                     const float* weight, const int32_t* ids, const int64_t* ranges,
+                     const PixGeom& g, float* g_mean2d, float* g_conic, float* g_weight,
+                     cudaStream_t stream);
+
+#ifdef __CUDACC__
+// warp sum (all 32 lanes must call)
+__device__ __forceinline__ float warp_sum(float v) {
+#pragma unroll
+  for (int off = 16; off > 0; off >>= 1) v += __shfl_down_sync(0xffffffffu, v, off);
+  return v;
+}
+#endif
+
+inline unsigned int blocks_for(int64_t n, int threads) {
+  return static_cast<unsigned int>((n + threads - 1) / threads);
+}
+
+}  // namespace vbgs

@@ -1,0 +1,271 @@
+"""The codec interface, the registry, and rate control (target_bpp by bisection).
+
+A codec is a subclass of :class:`Codec` in its own module ``volbench/codecs/<name>.py`` with
+``name = "<name>"``. :func:`get_codec` imports that module on first use, so adding a codec
+is one new file plus a config entry; a codec living outside volbench is named in config by
+``module: package.module`` instead.
+
+Encoding produces a header (JSON-serialisable dict) and a payload (bytes); the framework
+wraps both in the container (volbench.container) together with the volume's shape and
+dtype. Decoding receives exactly that header and payload, nothing else.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+
+from .. import container
+from ..errors import CorruptFile, VolbenchError
+
+log = logging.getLogger("volbench.codecs")
+
+SUPPORTED_DTYPES = ("uint8", "uint16", "int16", "uint32", "int32", "float32", "float64")
+
+
+@dataclass
+class VolumeInfo:
+    """What an encoder may know about the volume besides its voxels (from meta.json)."""
+
+    name: str = "volume"
+    spacing: tuple[float, float, float] = (1.0, 1.0, 1.0)  # Z, Y, X (Z = scan axis)
+    sigma_z: float | None = None
+    modality: str = "unknown"
+    seed: int = 0
+    device: str = "auto"  # "auto", "cpu", "cuda", "cuda:1"
+    threads: int = 1
+    workdir: Path | None = None  # where an encoder may write side files (training history)
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Encoded:
+    header: dict[str, Any]
+    payload: bytes
+
+
+class Codec:
+    """Base class. Subclasses set the class attributes and implement encode/decode."""
+
+    name: ClassVar[str] = ""
+    #: True when every rate point reproduces the input exactly
+    lossless: ClassVar[bool] = False
+    #: parameter varied by target_bpp bisection, its range, and whether it is an integer
+    rate_knob: ClassVar[str | None] = None
+    rate_knob_range: ClassVar[tuple[float, float]] = (0.0, 1.0)
+    rate_knob_integer: ClassVar[bool] = False
+    #: True when a larger knob value gives a larger file
+    rate_knob_increases_size: ClassVar[bool] = True
+    #: bisect the knob on log scale (ratios, tolerances)
+    rate_knob_log: ClassVar[bool] = False
+    #: default parameters; unknown parameters are rejected
+    defaults: ClassVar[dict[str, Any]] = {}
+    #: whether the codec can use a GPU (the rules then request resources gpu=1)
+    uses_gpu: ClassVar[bool] = False
+
+    def __init__(self, **params: Any) -> None:
+        unknown = sorted(set(params) - set(self.defaults))
+        if unknown:
+            raise VolbenchError(
+                f"codec {self.name}: unknown parameter(s) {unknown}; known: {sorted(self.defaults)}"
+            )
+        self.params = {**self.defaults, **params}
+        self.check_params()
+
+    def check_params(self) -> None:
+        """Raise VolbenchError for invalid parameter values."""
+
+    # -- the interface -------------------------------------------------------------------
+    def encode(self, volume: np.ndarray, info: VolumeInfo) -> Encoded:
+        raise NotImplementedError
+
+    @classmethod
+    def decode(cls, header: dict[str, Any], payload: bytes, shape: tuple[int, ...], dtype: np.dtype,
+               device: str = "auto") -> np.ndarray:
+        raise NotImplementedError
+
+    @classmethod
+    def versions(cls) -> dict[str, str]:
+        """Versions of the libraries this codec uses, recorded next to every result."""
+        return {}
+
+    @classmethod
+    def check_available(cls) -> None:
+        """Raise CodecUnavailable naming what to install when a system dependency is missing."""
+
+    def params_for_target(self, target_bpp: float, volume: np.ndarray, info: VolumeInfo,
+                          tolerance: float = 0.05) -> tuple[dict[str, Any], Encoded, dict[str, Any]]:
+        """Find parameters whose file lands within `tolerance` of `target_bpp` (bisection).
+
+        Returns (params, encoded, report). Codecs whose encode is expensive (training)
+        override this with an analytic solution. The default bisects ``rate_knob``.
+        """
+        return bisect_rate(self, target_bpp, volume, info, tolerance)
+
+
+def file_size(enc: Encoded, shape: tuple[int, ...], dtype: np.dtype, codec: str) -> int:
+    return len(container.pack(_full_header(codec, enc.header, shape, dtype), enc.payload))
+
+
+def _full_header(codec: str, header: dict[str, Any], shape, dtype) -> dict[str, Any]:
+    return {"codec": codec, "shape": [int(s) for s in shape], "dtype": np.dtype(dtype).name, "codec_header": header}
+
+
+def bisect_rate(codec: Codec, target_bpp: float, volume: np.ndarray, info: VolumeInfo,
+                tolerance: float = 0.05, max_steps: int = 24):
+    """Bisection on the codec's rate knob, as CompressAI's find_close does for images."""
+    knob = codec.rate_knob
+    if knob is None:
+        raise VolbenchError(f"codec {codec.name} has no rate knob: target_bpp is not supported")
+    nvox = volume.size
+    lo, hi = codec.rate_knob_range
+    base = {k: v for k, v in codec.params.items()}
+
+    def trial(value):
+        if codec.rate_knob_integer:
+            value = int(round(value))
+        params = {**base, knob: value}
+        c = type(codec)(**params)
+        enc = c.encode(volume, info)
+        bpp = 8.0 * file_size(enc, volume.shape, volume.dtype, codec.name) / nvox
+        log.info("target_bpp %.4g: %s=%s -> %.4g bpp", target_bpp, knob, value, bpp)
+        return params, enc, bpp
+
+    tried = []
+
+    def fwd(x):
+        return math.log(x) if codec.rate_knob_log else x
+
+    def inv(y):
+        return math.exp(y) if codec.rate_knob_log else y
+
+    a, b = fwd(lo), fwd(hi)
+    best = None
+    for _ in range(max_steps):
+        mid = inv((a + b) / 2)
+        if codec.rate_knob_integer and tried and int(round(mid)) in [int(round(t[0][knob])) for t in tried]:
+            break
+        params, enc, bpp = trial(mid)
+        tried.append((params, enc, bpp))
+        if best is None or abs(bpp - target_bpp) < abs(best[2] - target_bpp):
+            best = (params, enc, bpp)
+        if abs(bpp - target_bpp) <= tolerance * target_bpp:
+            break
+        too_big = bpp > target_bpp
+        # move toward smaller files when too big
+        if too_big == codec.rate_knob_increases_size:
+            b = fwd(mid)
+        else:
+            a = fwd(mid)
+        if codec.rate_knob_integer and abs(inv(b) - inv(a)) < 0.5:
+            break
+    # the ends of the range, in case the target lies outside what the middle steps reached
+    if abs(best[2] - target_bpp) > tolerance * target_bpp:
+        for end in (lo, hi):
+            params, enc, bpp = trial(end)
+            if abs(bpp - target_bpp) < abs(best[2] - target_bpp):
+                best = (params, enc, bpp)
+    params, enc, bpp = best
+    hit = abs(bpp - target_bpp) <= tolerance * target_bpp
+    if not hit:
+        log.warning(
+            "codec %s: target %.4g bpp not reachable within %.0f%%; closest %.4g bpp at %s=%s",
+            codec.name, target_bpp, 100 * tolerance, bpp, knob, params[knob],
+        )
+    report = {"target_bpp": target_bpp, "realised_bpp": bpp, "knob": knob, "knob_value": params[knob],
+              "hit": hit, "trials": len(tried)}
+    return params, enc, report
+
+
+# -- registry ------------------------------------------------------------------------------
+_CACHE: dict[str, type[Codec]] = {}
+
+
+def get_codec(kind: str, module: str | None = None) -> type[Codec]:
+    """Return the codec class of type `kind` (module volbench.codecs.<kind>, or `module`)."""
+    key = module or kind
+    if key in _CACHE:
+        return _CACHE[key]
+    modname = module or f"volbench.codecs.{kind}"
+    if not kind.replace("_", "").isalnum():
+        raise VolbenchError(f"invalid codec type {kind!r}: letters, digits and _ only")
+    try:
+        mod = importlib.import_module(modname)
+    except ModuleNotFoundError as exc:
+        if exc.name == modname:
+            raise VolbenchError(
+                f"unknown codec type {kind!r}: no module {modname}; set `codec:` to one of {available()}"
+            ) from None
+        raise
+    for obj in vars(mod).values():
+        if isinstance(obj, type) and issubclass(obj, Codec) and obj is not Codec and obj.name == kind:
+            _CACHE[key] = obj
+            return obj
+    raise VolbenchError(f"module {modname} defines no Codec subclass with name {kind!r}")
+
+
+def available() -> list[str]:
+    here = Path(__file__).parent
+    return sorted(p.stem for p in here.glob("*.py") if not p.stem.startswith("_") and p.stem != "base")
+
+
+# -- file-level encode / decode ---------------------------------------------------------------
+def encode_volume(kind: str, params: dict[str, Any], volume: np.ndarray, info: VolumeInfo,
+                  module: str | None = None, tolerance: float = 0.05):
+    """Encode; returns (container bytes, record). `params` may hold target_bpp."""
+    cls = get_codec(kind, module)
+    cls.check_available()
+    params = dict(params)
+    target = params.pop("target_bpp", None)
+    record: dict[str, Any] = {"versions": cls.versions()}  # also imports the libraries before timing
+    t0 = time.perf_counter()
+    if target is not None:
+        codec = cls(**params)
+        params, enc, report = codec.params_for_target(float(target), volume, info, tolerance)
+        record["rate_control"] = report
+    else:
+        codec = cls(**params)
+        enc = codec.encode(volume, info)
+        params = codec.params
+    seconds = time.perf_counter() - t0
+    data = container.pack(_full_header(cls.name, enc.header, volume.shape, volume.dtype), enc.payload)
+    record.update({"codec": cls.name, "params": params, "encode_seconds": seconds,
+                   "bytes": len(data)})
+    return data, record
+
+
+def decode_bytes(data: bytes, source: str = "<bytes>", device: str = "auto") -> tuple[np.ndarray, dict]:
+    header, payload = container.unpack(data, source)
+    try:
+        kind = header["codec"]
+        shape = tuple(int(s) for s in header["shape"])
+        dtype = np.dtype(header["dtype"])
+        chead = header["codec_header"]
+    except (KeyError, TypeError) as exc:
+        raise CorruptFile(f"{source}: header lacks {exc}; re-run its encode job") from None
+    cls = get_codec(kind)
+    cls.check_available()
+    try:
+        out = cls.decode(chead, payload, shape, dtype, device=device)
+    except VolbenchError:
+        raise
+    except Exception as exc:  # a damaged payload surfaces as a library error
+        raise CorruptFile(f"{source}: {kind} payload could not be decoded ({type(exc).__name__}: {exc})") from exc
+    if out.shape != shape or out.dtype != dtype:
+        raise CorruptFile(f"{source}: decoded {out.shape} {out.dtype}, header says {shape} {dtype}")
+    return out, header
+
+
+def decode_file(path, device: str = "auto") -> tuple[np.ndarray, dict]:
+    return decode_bytes(Path(path).read_bytes() if Path(path).exists() else _missing(path), str(path), device)
+
+
+def _missing(path):
+    raise CorruptFile(f"{path}: compressed file does not exist; run its encode job first")

@@ -1,0 +1,279 @@
+"""HEVC (x265 through ffmpeg): the Z slices of a volume are the frames of a monochrome video.
+
+Encoding pipes raw frames into ``ffmpeg ... -c:v libx265 -f hevc pipe:`` (via the
+ffmpeg-python package) and keeps the whole Annex-B elementary stream as the payload;
+decoding pipes it back through ffmpeg's HEVC decoder. No temporary files.
+
+Sample mapping (recorded in the codec header under ``transform``):
+
+* uint8 volumes are coded as 8-bit gray (``gray``), unchanged.
+* every other integer volume is coded as 12-bit gray (``gray12le``; x265 has no higher
+  monochrome depth), after ``m = round((v - min) / scale)``:
+
+  - ``identity``: the values already lie in 0..4095, ``m = v`` (min 0, scale 1);
+  - ``offset``: the value range max-min fits in 12 bits, ``m = v - min`` (scale 1), exact;
+  - ``scale``: a wider range, ``scale = (max - min) / 4095`` (lossy even with ``lossless``).
+
+  Decoding computes ``v = round(m * scale + min)``, clipped to the dtype's range, and restores
+  the original dtype and shape. Float volumes are refused (convert them to integers first).
+
+Frame size: x265 3.5 writes out of bounds in its lookahead (Lookahead::cuTree) for narrow
+monochrome pictures: valgrind reports invalid writes for every width below 56 tried (16..48,
+17, 33..35), and such encodes abort with heap corruption at random (e.g. 33x33, 40x32);
+widths 56..168 and heights 16..104 were clean. x265 also refuses pictures below 16x16.
+Frames are therefore padded by edge replication to multiples of 8, at least ``MIN_WIDTH``
+wide and ``MIN_HEIGHT`` high; the decoder crops (``pad`` in the header). The padding's bytes
+are counted like all others.
+
+Determinism: ``frame-threads=1`` (the number of frame threads changes x265's output, and
+its automatic value depends on the core count) and ``pools=<threads>`` (wavefront threads,
+which do not change the output). ``info=0`` drops x265's version/options SEI text, which
+no decoder needs. ``preset``, ``crf``, ``intra`` (``keyint=1``), ``lossless``
+(``lossless=1``) and ``x265_params`` (``key=value:key=value``, appended last so it can
+override the above) map onto x265 options. ``crf`` may be fractional (x265 accepts
+fractional CRF), which lets target_bpp bisection land within 5%; below 0 (down to -24)
+it is allowed for 12-bit coding only (x265 allows CRF down to -QpBdOffset).
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import re
+import shutil
+import subprocess
+from typing import Any
+
+import numpy as np
+
+from ..errors import CodecUnavailable, CorruptFile, VolbenchError
+from .base import Codec, Encoded, VolumeInfo, bisect_rate
+
+log = logging.getLogger("volbench.codecs.hevc")
+
+INSTALL_HINT = "install ffmpeg with libx265: apt-get install ffmpeg"
+PRESETS = ("ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower",
+           "veryslow", "placebo")
+BITS_HIGH = 12
+MAX_HIGH = (1 << BITS_HIGH) - 1
+#: smallest width and height given to x265 (see the module docstring)
+MIN_WIDTH = 64
+MIN_HEIGHT = 16
+ALIGN = 8
+CRF_MIN_HIGH = -6 * (BITS_HIGH - 8)  # -QpBdOffset for 12-bit
+FPS = 25
+
+
+def _ffmpeg_exe() -> str:
+    path = shutil.which("ffmpeg")
+    if path is None:
+        raise CodecUnavailable(f"codec hevc: ffmpeg not found on PATH; {INSTALL_HINT}")
+    return path
+
+
+@functools.lru_cache(maxsize=8)
+def _encoders(exe: str) -> str:
+    try:
+        res = subprocess.run([exe, "-hide_banner", "-encoders"], capture_output=True, text=True, timeout=60)
+    except OSError as exc:
+        raise CodecUnavailable(f"codec hevc: cannot run {exe} ({exc.strerror}); {INSTALL_HINT}") from None
+    return res.stdout
+
+
+def _ffmpeg_python():
+    try:
+        import ffmpeg  # the ffmpeg-python package
+    except ImportError:
+        ffmpeg = None
+    if ffmpeg is None or not hasattr(ffmpeg, "input"):
+        raise CodecUnavailable("codec hevc: the Python package ffmpeg-python is missing; pip install ffmpeg-python")
+    return ffmpeg
+
+
+def _run(stream, exe: str, data: bytes, what: str) -> bytes:
+    ffmpeg = _ffmpeg_python()
+    try:
+        out, _ = stream.global_args("-hide_banner", "-nostdin", "-loglevel", "error").run(
+            cmd=exe, input=data, capture_stdout=True, capture_stderr=True)
+    except ffmpeg.Error as exc:
+        tail = (exc.stderr or b"").decode("utf-8", "replace").strip().splitlines()[-3:]
+        raise VolbenchError(f"codec hevc: ffmpeg failed to {what}: {' | '.join(tail) or 'no message'}") from None
+    return out
+
+
+# -- sample mapping --------------------------------------------------------------------------
+def to_12bit(volume: np.ndarray) -> tuple[np.ndarray, dict[str, Any]]:
+    """Map an integer volume into 0..4095 (uint16); return it and the inverse's parameters."""
+    vmin = int(volume.min()) if volume.size else 0
+    vmax = int(volume.max()) if volume.size else 0
+    if vmin >= 0 and vmax <= MAX_HIGH:
+        return volume.astype(np.uint16), {"kind": "identity", "min": 0, "scale": 1.0, "exact": True}
+    if vmax - vmin <= MAX_HIGH:
+        mapped = (volume.astype(np.int64) - vmin).astype(np.uint16)
+        return mapped, {"kind": "offset", "min": vmin, "scale": 1.0, "exact": True}
+    scale = (vmax - vmin) / MAX_HIGH
+    mapped = np.rint((volume.astype(np.float64) - vmin) / scale)
+    mapped = np.clip(mapped, 0, MAX_HIGH).astype(np.uint16)
+    return mapped, {"kind": "scale", "min": vmin, "scale": scale, "exact": False}
+
+
+def from_12bit(mapped: np.ndarray, t: dict[str, Any], dtype: np.dtype) -> np.ndarray:
+    dtype = np.dtype(dtype)
+    lim = np.iinfo(dtype)
+    if t["kind"] == "identity":
+        return mapped.astype(dtype)
+    if t["kind"] == "offset":
+        return np.clip(mapped.astype(np.int64) + int(t["min"]), lim.min, lim.max).astype(dtype)
+    if t["kind"] == "scale":
+        v = np.rint(mapped.astype(np.float64) * float(t["scale"]) + float(t["min"]))
+        return np.clip(v, lim.min, lim.max).astype(dtype)
+    raise CorruptFile(f"codec hevc: unknown sample transform {t['kind']!r} in header")
+
+
+def _padded(n: int, minimum: int) -> int:
+    return max(minimum, -(-n // ALIGN) * ALIGN)
+
+
+class HEVC(Codec):
+    name = "hevc"
+    lossless = False
+    rate_knob = "crf"
+    rate_knob_range = (0.0, 51.0)
+    rate_knob_integer = False
+    rate_knob_increases_size = False
+    rate_knob_log = False
+    defaults = {"crf": 28.0, "preset": "medium", "intra": False, "lossless": False, "x265_params": ""}
+
+    def check_params(self) -> None:
+        p = self.params
+        try:
+            crf = float(p["crf"])
+        except (TypeError, ValueError):
+            raise VolbenchError(f"codec hevc: crf must be a number, got {p['crf']!r}") from None
+        if not CRF_MIN_HIGH <= crf <= 51:
+            raise VolbenchError(f"codec hevc: crf {crf} outside {CRF_MIN_HIGH}..51")
+        if p["preset"] not in PRESETS:
+            raise VolbenchError(f"codec hevc: preset {p['preset']!r} unknown; one of {list(PRESETS)}")
+        for key in ("intra", "lossless"):
+            if not isinstance(p[key], bool):
+                raise VolbenchError(f"codec hevc: {key} must be true or false, got {p[key]!r}")
+        xp = p["x265_params"]
+        if not isinstance(xp, str) or any(c in xp for c in " \n\t'\""):
+            raise VolbenchError(f"codec hevc: x265_params must be a 'key=value:key=value' string, got {xp!r}")
+
+    # -- interface -----------------------------------------------------------------------------
+    def encode(self, volume: np.ndarray, info: VolumeInfo) -> Encoded:
+        if volume.ndim != 3:
+            raise VolbenchError(f"{info.name}: hevc needs a 3D volume (Z, Y, X), got shape {volume.shape}")
+        if not np.issubdtype(volume.dtype, np.integer):
+            raise VolbenchError(
+                f"{info.name}: codec hevc codes integer volumes only, got {volume.dtype}; "
+                "convert the dataset to uint8/uint16 first")
+        p = self.params
+        if volume.dtype == np.uint8:
+            frames, bits, pix_fmt, transform = volume, 8, "gray", None
+        else:
+            frames, transform = to_12bit(volume)
+            bits, pix_fmt = BITS_HIGH, "gray12le"
+            if p["lossless"] and not transform["exact"]:
+                log.warning("%s: value range %d..%d exceeds 12 bits; hevc lossless is not exact "
+                            "(scale %.6g)", info.name, int(volume.min()), int(volume.max()), transform["scale"])
+        crf = float(p["crf"])
+        if bits == 8 and crf < 0 and not p["lossless"]:
+            raise VolbenchError(f"{info.name}: hevc crf {crf} < 0 needs a 12-bit coding (non-uint8 volume); use 0..51")
+        nz, ny, nx = volume.shape
+        hy, wx = _padded(ny, MIN_HEIGHT), _padded(nx, MIN_WIDTH)
+        if (hy, wx) != (ny, nx):
+            frames = np.pad(frames, ((0, 0), (0, hy - ny), (0, wx - nx)), mode="edge")
+        frames = np.ascontiguousarray(frames, dtype=np.uint8 if bits == 8 else "<u2")
+
+        xp = ["log-level=error", "info=0", "frame-threads=1", f"pools={max(1, int(info.threads))}"]
+        if not p["lossless"]:
+            # through x265-params: ffmpeg's own -crf option refuses values below -1
+            xp.append(f"crf={crf:g}")
+        if p["intra"]:
+            xp.append("keyint=1")
+        if p["lossless"]:
+            xp.append("lossless=1")
+        if p["x265_params"]:
+            xp.append(p["x265_params"])
+        out_kw: dict[str, Any] = {"format": "hevc", "vcodec": "libx265", "preset": p["preset"],
+                                  "x265-params": ":".join(xp)}
+        exe = _ffmpeg_exe()
+        ff = _ffmpeg_python()
+        stream = ff.input("pipe:", format="rawvideo", pix_fmt=pix_fmt, s=f"{wx}x{hy}", framerate=FPS)
+        payload = _run(stream.output("pipe:", **out_kw), exe, frames.tobytes(), f"encode {info.name}")
+        if not payload:
+            raise VolbenchError(f"codec hevc: ffmpeg produced no bitstream for {info.name}")
+        header = {"format": "hevc-annexb", "bits": bits, "pix_fmt": pix_fmt, "frames": nz,
+                  "frame_size": [hy, wx], "pad": [hy - ny, wx - nx], "transform": transform}
+        return Encoded(header=header, payload=payload)
+
+    @classmethod
+    def decode(cls, header: dict[str, Any], payload: bytes, shape: tuple[int, ...], dtype: np.dtype,
+               device: str = "auto") -> np.ndarray:
+        nz, ny, nx = (int(s) for s in shape)
+        hy, wx = (int(s) for s in header["frame_size"])
+        bits = int(header["bits"])
+        pix_fmt = header["pix_fmt"]
+        if pix_fmt not in ("gray", "gray12le"):
+            raise CorruptFile(f"codec hevc: unexpected pixel format {pix_fmt!r} in header")
+        exe = _ffmpeg_exe()
+        ff = _ffmpeg_python()
+        # passthrough: one output frame per coded frame, whatever the (meaningless) timestamps
+        stream = ff.input("pipe:", format="hevc").output("pipe:", format="rawvideo", pix_fmt=pix_fmt,
+                                                         vsync="passthrough")
+        raw = _run(stream, exe, payload, "decode the hevc payload")
+        item = 1 if bits == 8 else 2
+        frame_bytes = hy * wx * item
+        if len(raw) < nz * frame_bytes:
+            raise CorruptFile(f"codec hevc: decoder returned {len(raw) // frame_bytes} frames of {hy}x{wx}, "
+                              f"expected {nz}")
+        if len(raw) > nz * frame_bytes:  # never seen; keep the coded frames, not duplicates
+            log.warning("hevc: decoder returned %d bytes for %d frames; using the first %d frames",
+                        len(raw), nz, nz)
+        arr = np.frombuffer(raw, dtype=np.uint8 if bits == 8 else "<u2", count=nz * hy * wx)
+        arr = arr.reshape(nz, hy, wx)[:, :ny, :nx]
+        if bits == 8:
+            return np.ascontiguousarray(arr).astype(np.dtype(dtype), copy=True)
+        return from_12bit(np.ascontiguousarray(arr), header["transform"], dtype)
+
+    def params_for_target(self, target_bpp: float, volume: np.ndarray, info: VolumeInfo,
+                          tolerance: float = 0.05):
+        # 12-bit coding reaches higher rates below CRF 0 (x265 allows down to -QpBdOffset)
+        codec = type(self)(**self.params)
+        if volume.dtype != np.uint8:
+            codec.rate_knob_range = (float(CRF_MIN_HIGH), 51.0)
+        return bisect_rate(codec, target_bpp, volume, info, tolerance)
+
+    @classmethod
+    def versions(cls) -> dict[str, str]:
+        return dict(_versions(_ffmpeg_exe()))
+
+    @classmethod
+    def check_available(cls) -> None:
+        _ffmpeg_python()
+        exe = _ffmpeg_exe()
+        if not re.search(r"^\s*V\S*\s+libx265\s", _encoders(exe), re.M):
+            raise CodecUnavailable(f"codec hevc: {exe} has no libx265 encoder; {INSTALL_HINT}")
+
+
+@functools.lru_cache(maxsize=8)
+def _versions(exe: str) -> tuple[tuple[str, str], ...]:
+    out: dict[str, str] = {}
+    try:
+        import importlib.metadata as md
+        out["ffmpeg-python"] = md.version("ffmpeg-python")
+    except Exception:  # noqa: BLE001 - version lookup only
+        pass
+    res = subprocess.run([exe, "-version"], capture_output=True, text=True, timeout=60)
+    m = re.search(r"ffmpeg version (\S+)", res.stdout)
+    out["ffmpeg"] = m.group(1) if m else "unknown"
+    # x265 prints its version when it opens an encoder; encode one tiny frame to read it
+    res = subprocess.run(
+        [exe, "-hide_banner", "-nostdin", "-f", "rawvideo", "-pix_fmt", "gray", "-s", "64x64", "-i", "pipe:",
+         "-c:v", "libx265", "-x265-params", "log-level=info", "-f", "hevc", "-"],
+        input=bytes(64 * 64), capture_output=True, timeout=60)
+    m = re.search(rb"HEVC encoder version (\S+)", res.stderr)
+    out["x265"] = m.group(1).decode() if m else "unknown"
+    return tuple(sorted(out.items()))

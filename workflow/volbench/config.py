@@ -1,0 +1,77 @@
+"""Checks of the config beyond its JSON schema, and names derived from it."""
+
+from __future__ import annotations
+
+import re
+
+from .errors import VolbenchError
+
+SAFE = re.compile(r"^[A-Za-z0-9_-]+$")
+SAFE_POINT = re.compile(r"^[A-Za-z0-9._-]+$")
+
+
+def point_label(rp: dict) -> str:
+    """The folder name of a rate point: its `label`, else key-value pairs, e.g. crf-28."""
+    if rp.get("label"):
+        label = str(rp["label"])
+    else:
+        parts = []
+        for k in sorted(rp):
+            v = rp[k]
+            if isinstance(v, float) and v == int(v) and abs(v) < 1e15:
+                v = int(v)
+            parts.append(f"{k}-{v}")
+        label = "_".join(parts) or "default"
+    label = re.sub(r"[^A-Za-z0-9._-]", "", label.replace(" ", ""))
+    if not SAFE_POINT.match(label) or label.startswith("."):
+        raise VolbenchError(f"rate point {rp}: cannot make a safe folder name; give it a `label:` of letters, digits, . _ -")
+    return label
+
+
+def check_config(config: dict) -> None:
+    """Raise VolbenchError naming the offending key (the schema has run already)."""
+    for name, entry in config.get("datasets", {}).items():
+        if not SAFE.match(name):
+            raise VolbenchError(f"datasets.{name}: dataset names may hold letters, digits, _ and - only")
+        kinds = [k for k in ("synthetic", "path", "url") if k in entry]
+        if len(kinds) != 1:
+            raise VolbenchError(f"datasets.{name}: give exactly one of synthetic, path, url (has {kinds or 'none'})")
+        if "url" in entry:
+            if "sha256" not in entry:
+                raise VolbenchError(f"datasets.{name}: a url needs its sha256 (datasets.{name}.sha256)")
+            url = str(entry["url"])
+            if not (url.startswith("https://") or url.startswith("file://")
+                    or (entry.get("allow_http") and url.startswith("http://"))):
+                raise VolbenchError(f"datasets.{name}.url: {url} is not https; use https or set allow_http: true")
+    for name, entry in config.get("codecs", {}).items():
+        if not SAFE.match(name):
+            raise VolbenchError(f"codecs.{name}: codec names may hold letters, digits, _ and - only")
+        labels = [point_label(rp) for rp in entry.get("rate_points", [])]
+        dup = sorted({lab for lab in labels if labels.count(lab) > 1})
+        if dup:
+            raise VolbenchError(f"codecs.{name}.rate_points: duplicate rate points {dup}; give them distinct `label:`s")
+        from .codecs.base import get_codec
+
+        kind = entry.get("codec", name)
+        get_codec(kind, entry.get("module"))  # unknown codec type: fail before any job runs
+
+
+def codec_gpu(entry: dict, name: str, device: str) -> int:
+    """1 when the codec's jobs use a GPU (so Snakemake runs them one at a time per GPU)."""
+    if "gpu" in entry:
+        return int(bool(entry["gpu"]))
+    if device == "cpu":
+        return 0
+    from .codecs.base import get_codec
+
+    cls = get_codec(entry.get("codec", name), entry.get("module"))
+    if not cls.uses_gpu:
+        return 0
+    if device.startswith("cuda"):
+        return 1
+    try:  # device auto: a GPU job only where one is present
+        import torch
+
+        return int(torch.cuda.is_available())
+    except ImportError:
+        return 0

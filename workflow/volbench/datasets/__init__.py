@@ -1,0 +1,1 @@
+"""Datasets: readers, synthetic generators, downloads, and the canonical volume step."""

@@ -1,0 +1,49 @@
+"""Training progress: a tqdm bar on stderr (the rule's log) and a history written as CSV."""
+
+from __future__ import annotations
+
+import csv
+import math
+import sys
+import time
+from pathlib import Path
+
+COLUMNS = ("iteration", "loss", "psnr", "mse", "n_gaussians", "seconds")
+
+
+class Progress:
+    def __init__(self, desc: str, total: int, workdir=None, enabled: bool = True):
+        from tqdm import tqdm
+
+        self.rows: list[dict] = []
+        self.t0 = time.perf_counter()
+        self.workdir = Path(workdir) if workdir else None
+        self.bar = tqdm(total=int(total), desc=desc, file=sys.stderr, disable=not enabled,
+                        mininterval=1.0, dynamic_ncols=True, leave=True)
+
+    def step(self, n: int = 1) -> None:
+        self.bar.update(n)
+
+    def log(self, iteration: int, loss: float, mse: float, n_gaussians: int, **extra) -> dict:
+        psnr = float("inf") if mse <= 0 else -10.0 * math.log10(mse)
+        row = {"iteration": int(iteration), "loss": float(loss), "psnr": psnr, "mse": float(mse),
+               "n_gaussians": int(n_gaussians), "seconds": time.perf_counter() - self.t0, **extra}
+        self.rows.append(row)
+        self.bar.set_postfix(loss=f"{loss:.3g}", psnr=f"{psnr:.2f}", n=n_gaussians, refresh=False)
+        return row
+
+    def close(self) -> None:
+        self.bar.close()
+        if self.workdir is not None and self.rows:
+            self.workdir.mkdir(parents=True, exist_ok=True)
+            cols = list(COLUMNS) + sorted({k for r in self.rows for k in r} - set(COLUMNS))
+            tmp = self.workdir / ".history.csv.tmp"
+            with open(tmp, "w", newline="") as fh:
+                w = csv.DictWriter(fh, fieldnames=cols, restval="")
+                w.writeheader()
+                for r in self.rows:
+                    w.writerow(r)
+            tmp.replace(self.workdir / "history.csv")
+
+    def seconds(self) -> float:
+        return time.perf_counter() - self.t0

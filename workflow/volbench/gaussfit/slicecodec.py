@@ -1,0 +1,180 @@
+"""The codec logic shared by gaussianpile and gs3d_slice: slice training, the quantised (or raw)
+Gaussian file, and decoding by voxelization."""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+import numpy as np
+
+from ..codecs.base import Encoded, VolumeInfo, file_size
+from ..errors import CorruptFile, VolbenchError
+from . import common, fileformat, slicefit
+from .codec_base import GaussianCodec, check_roi, header_float, read_container
+from .focus3d import focus_equivalent
+from .progress import Progress
+
+FORMAT_VERSION = 1
+
+SHARED = {
+    "position_lr": 6e-4, "opacity_lr": 2e-2, "scale_lr": 2e-3, "rotation_lr": 1e-3, "lr_final_factor": 0.1,
+    "lambda_dssim": 0.2, "min_opacity": 0.02, "percent_dense": 0.01, "init_opacity": 0.1,
+    "min_init_scale": 0.3, "cutoff": 3.0, "opacity_threshold": 1e-4, "sigma_z": None,
+    "quantize": True, "position_bits": 14, "opacity_bits": 12, "scale_bits": 12, "rotation_bits": 12,
+}
+
+
+class SliceGaussianCodec(GaussianCodec):
+    #: rendering mode of ops.rasterize_slices, and how the decoder turns Gaussians into a volume
+    render_mode: ClassVar[str] = "focus"
+    volume_model: ClassVar[str] = "focus"
+    init_kind: ClassVar[str] = "random"
+
+    def check_more(self) -> None:
+        p = self.params
+        for k in ("position_bits", "opacity_bits", "scale_bits", "rotation_bits"):
+            if not 2 <= int(p[k]) <= 21:
+                raise VolbenchError(f"codec {self.name}: {k} must be in [2, 21], got {p[k]}")
+        if p["sigma_z"] is not None and not float(p["sigma_z"]) > 0:
+            raise VolbenchError(f"codec {self.name}: sigma_z must be > 0 (physical units) or null")
+
+    def bytes_per_gaussian(self) -> float:
+        if self.params["quantize"]:
+            return fileformat.estimate_quantised_bytes(fileformat.bits_from_params(self.params))
+        return float(fileformat.RAW_BYTES_PER_GAUSSIAN)
+
+    def fixed_payload_bytes(self) -> int:
+        return 24 if self.params["quantize"] else 8
+
+    def template_header(self, volume, info, n) -> dict:
+        big = -1.2345678901234567e-5
+        h = {"version": FORMAT_VERSION, "vmin": big, "vmax": big, "spacing_w": [big] * 3, "sigma_z_w": big,
+             "unit": big, "volume_model": self.volume_model, "cutoff": big, "mode": self.render_mode}
+        if self.params["quantize"]:
+            h.update({"format": "quantised", "n": n, "bits": fileformat.bits_from_params(self.params),
+                      "bbox_lo": [big] * 3, "bbox_hi": [big] * 3, "log_scale_lo": big, "log_scale_hi": big})
+        else:
+            h.update({"format": "raw", "n": n, "raw_dtype": "float32"})
+        return h
+
+    def sigma_z_physical(self, info: VolumeInfo) -> float:
+        if self.params["sigma_z"] is not None:
+            return float(self.params["sigma_z"])
+        if info.sigma_z is not None:
+            return float(info.sigma_z)
+        return float(info.spacing[0])
+
+    def initial(self, vol01, spacing_w, n, gen):
+        if self.init_kind == "grid":
+            return slicefit.init_grid(vol01, spacing_w, n, self.params, gen)
+        return slicefit.init_random(vol01, spacing_w, n, self.params, gen)
+
+    # -- encode -----------------------------------------------------------------------------------
+    def encode(self, volume: np.ndarray, info: VolumeInfo) -> Encoded:
+        ops, device, gen, vmin, vmax, vol01 = self._setup(volume, info)
+        p = self.params
+        spacing_w, unit = slicefit.world_spacing(info.spacing)
+        sigma_w = self.sigma_z_physical(info) / unit
+        n0 = max(1, min(int(p["n_gaussians"]), int(p["max_gaussians"])))
+        init = self.initial(vol01, spacing_w, n0, gen)
+        prog = Progress(f"{self.name} {info.name}", int(p["iterations"]), info.workdir, bool(p["progress"]))
+        try:
+            g, stats = slicefit.train(ops, vol01, spacing_w, sigma_w, self.render_mode, init, p, device, gen, prog)
+            self._last_gaussians = g
+            base = {"version": FORMAT_VERSION, "vmin": vmin, "vmax": vmax, "spacing_w": list(spacing_w),
+                    "sigma_z_w": float(sigma_w), "unit": float(unit), "volume_model": self.volume_model,
+                    "cutoff": float(p["cutoff"]), "mode": self.render_mode}
+            enc = self.pack(g, base)
+            rec = render_volume(ops, enc.header, enc.payload, volume.shape, device, None, "<encode>")
+            mse = float(np.mean((rec - vol01) ** 2))
+            prog.log(int(p["iterations"]), float("nan"), mse, int(enc.header["n"]), stage="decoded_file")
+        finally:
+            prog.close()
+        return enc
+
+    def pack(self, g: dict, base: dict) -> Encoded:
+        if self.params["quantize"]:
+            fields, payload = fileformat.pack_quantised(g["means"], g["log_scales"], g["quats"], g["opacity"],
+                                                        fileformat.bits_from_params(self.params))
+        else:
+            fields, payload = fileformat.pack_raw(g["means"], g["log_scales"], g["quats"], g["opacity"])
+        return Encoded(header={**base, **fields}, payload=payload)
+
+    def fit_to_bytes(self, enc: Encoded, max_bytes: int, volume, info) -> tuple[Encoded, int]:
+        """Drop the lowest-opacity Gaussians (bisection on the count, compression only) when the
+        file is larger than the budget; returns the new encoding and how many were dropped."""
+        size = file_size(enc, volume.shape, volume.dtype, self.name)
+        g = getattr(self, "_last_gaussians", None)
+        if size <= max_bytes or g is None:
+            return enc, 0
+        base = {k: v for k, v in enc.header.items()
+                if k in ("version", "vmin", "vmax", "spacing_w", "sigma_z_w", "unit", "volume_model", "cutoff", "mode")}
+        order = np.argsort(-g["opacity"], kind="stable")
+        lo, hi, best = 1, len(order) - 1, None
+        while lo <= hi:
+            mid = (lo + hi) // 2
+            keep = np.sort(order[:mid])
+            e = self.pack({k: v[keep] for k, v in g.items()}, base)
+            if file_size(e, volume.shape, volume.dtype, self.name) <= max_bytes:
+                best, lo = e, mid + 1
+            else:
+                hi = mid - 1
+        if best is None:
+            return enc, 0
+        return best, len(order) - int(best.header["n"])
+
+    # -- decode -----------------------------------------------------------------------------------
+    @classmethod
+    def decode(cls, header: dict[str, Any], payload: bytes, shape, dtype, device: str = "auto") -> np.ndarray:
+        ops = common.ops_or_raise(cls.name)
+        vals = render_volume(ops, header, payload, shape, common.resolve_device(device), None, "<payload>")
+        return common.denormalise(vals, header_float(header, "vmin", "<payload>"),
+                                  header_float(header, "vmax", "<payload>"), dtype)
+
+    @classmethod
+    def decode_roi(cls, path_or_bytes, roi, device: str = "auto") -> np.ndarray:
+        chead, payload, shape, dtype, source = read_container(path_or_bytes, cls.name)
+        box = check_roi(roi, shape)
+        ops = common.ops_or_raise(cls.name)
+        vals = render_volume(ops, chead, payload, shape, common.resolve_device(device), box, source)
+        return common.denormalise(vals, header_float(chead, "vmin", source), header_float(chead, "vmax", source),
+                                  dtype)
+
+
+def volume_gaussians(header: dict, payload: bytes, device, source: str):
+    """The 3D Gaussians (means, log_scales, quats, amps; torch, world pixel units) whose voxelization
+    is the decoded volume on the [0, 1] scale."""
+    import torch
+
+    if int(header.get("version", -1)) != FORMAT_VERSION:
+        raise CorruptFile(f"{source}: unsupported Gaussian file version {header.get('version')!r}")
+    g = fileformat.unpack_gaussians(header, payload, source)
+    t = {k: torch.from_numpy(np.ascontiguousarray(v)).to(device) for k, v in g.items()}
+    model = header.get("volume_model")
+    if model == "focus":
+        return focus_equivalent(t["means"], t["log_scales"], t["quats"], t["opacity"],
+                                header_float(header, "sigma_z_w", source))
+    if model == "gaussian":
+        return t["means"], t["log_scales"], t["quats"], t["opacity"]
+    raise CorruptFile(f"{source}: unknown volume_model {model!r}")
+
+
+def render_volume(ops, header: dict, payload: bytes, shape, device, roi, source: str, slab: int = 32) -> np.ndarray:
+    import torch
+
+    try:
+        spacing_w = tuple(float(s) for s in header["spacing_w"])
+    except (KeyError, TypeError, ValueError):
+        raise CorruptFile(f"{source}: Gaussian header lacks spacing_w; re-run its encode job") from None
+    cutoff = header_float(header, "cutoff", source)
+    means, log_scales, quats, amps = volume_gaussians(header, payload, device, source)
+    shape = tuple(int(s) for s in shape)
+    box = roi if roi is not None else (0, shape[0], 0, shape[1], 0, shape[2])
+    out = np.empty((box[1] - box[0], box[3] - box[2], box[5] - box[4]), dtype=np.float32)
+    with torch.no_grad():
+        for z in range(box[0], box[1], slab):
+            z1 = min(box[1], z + slab)
+            v = ops.voxelize(means, log_scales, quats, amps, shape, spacing=spacing_w, origin=(0.0, 0.0, 0.0),
+                             cutoff=cutoff, roi=(z, z1, box[2], box[3], box[4], box[5]))
+            out[z - box[0]:z1 - box[0]] = v.float().cpu().numpy()
+    return out

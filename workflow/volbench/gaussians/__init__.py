@@ -1,0 +1,9 @@
+"""Gaussian operators (voxelizer, slice rasterizer) shared by the Gaussian codecs.
+
+ops.py is the public API (CUDA kernels of gpu_ext/ when available, else the PyTorch twin in
+torch_impl.py); backend.py loads the extension.
+"""
+
+from .ops import axial_cameras, covariance, rasterize_slices, uses_cuda, voxelize
+
+__all__ = ["voxelize", "rasterize_slices", "axial_cameras", "covariance", "uses_cuda"]

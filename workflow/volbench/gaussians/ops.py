@@ -1,0 +1,147 @@
+"""Public Gaussian operators: voxelize, rasterize_slices, axial_cameras.
+
+They run the CUDA kernels of ``volbench_gpu_ext`` when the inputs are float32 CUDA tensors and
+the extension loads (backend.py), else the PyTorch twin (torch_impl.py).  Both paths compute
+the same function: the per-Gaussian prelude (rotation, camera transform, focus model, culling
+radii) is the same torch code on both paths; only the tile evaluation (the O(voxels x
+Gaussians-per-tile) part) and its backward are CUDA kernels.
+
+Conventions: world coordinates are physical units in (z, y, x) order; voxel (k, j, i) is at
+origin + (k dz, j dy, i dx).  A Gaussian is (mean (N,3), log_scales (N,3) = log standard
+deviations along its local axes, quats (N,4) (w,x,y,z), any norm, zero -> identity,
+amplitude/opacity (N,) already activated).  S = R diag(exp(2 log_scales)) R^T.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+
+from . import backend
+from . import torch_impl as twin
+from .torch_impl import axial_cameras as _axial_cameras
+
+__all__ = ["voxelize", "rasterize_slices", "axial_cameras", "covariance", "uses_cuda"]
+
+covariance = twin.covariance
+
+# (camera x Gaussian) prelude entries held at once on the CUDA path of rasterize_slices
+_MAX_PAIRS = 1 << 24
+
+
+def uses_cuda(t: torch.Tensor) -> bool:
+    """True when an operator on tensor ``t`` runs the CUDA kernels."""
+    return bool(t.is_cuda and t.dtype == torch.float32 and backend.load() is not None)
+
+
+# ----------------------------------------------------------------------------- autograd glue
+
+class _VoxelSplat(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, means, A, amps, half_ext, roi_origin, spacing, roi_shape, cutoff):
+        ext = backend.load()
+        N = means.shape[0]
+        A9 = A.reshape(N, 9).contiguous()
+        out, ids, ranges = ext.voxelize_forward(
+            means.contiguous(), A9, amps.contiguous(), half_ext.contiguous(),
+            list(roi_origin), list(spacing), list(roi_shape), float(cutoff))
+        ctx.save_for_backward(means, A9, amps, ids, ranges)
+        ctx.geom = (list(roi_origin), list(spacing), list(roi_shape), float(cutoff))
+        return out
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        means, A9, amps, ids, ranges = ctx.saved_tensors
+        o, sp, shp, cutoff = ctx.geom
+        gm, gA, ga = backend.load().voxelize_backward(
+            grad_out.contiguous(), means.contiguous(), A9, amps.contiguous(), ids, ranges,
+            o, sp, shp, cutoff)
+        return gm, gA.reshape(-1, 3, 3), ga, None, None, None, None, None
+
+
+class _PixelSplat(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, mean2d, conic, weight, radii, image_shape, pixel_size, cutoff):
+        ext = backend.load()
+        B, N = weight.shape
+        H, W = (int(s) for s in image_shape)
+        ps = [float(pixel_size[0]), float(pixel_size[1])]
+        out, ids, ranges = ext.raster_forward(
+            mean2d.reshape(B * N, 2).contiguous(), conic.reshape(B * N, 3).contiguous(),
+            weight.reshape(B * N).contiguous(), radii.reshape(B * N, 2).contiguous(),
+            B, N, H, W, ps, float(cutoff))
+        ctx.save_for_backward(mean2d, conic, weight, ids, ranges)
+        ctx.geom = (B, N, H, W, ps, float(cutoff))
+        return out
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        mean2d, conic, weight, ids, ranges = ctx.saved_tensors
+        B, N, H, W, ps, cutoff = ctx.geom
+        gm, gc, gw = backend.load().raster_backward(
+            grad_out.contiguous(), mean2d.reshape(B * N, 2).contiguous(),
+            conic.reshape(B * N, 3).contiguous(), weight.reshape(B * N).contiguous(),
+            ids, ranges, B, N, H, W, ps, cutoff)
+        return (gm.reshape(B, N, 2), gc.reshape(B, N, 3), gw.reshape(B, N),
+                None, None, None, None)
+
+
+# ----------------------------------------------------------------------------- operators
+
+def voxelize(means: torch.Tensor, log_scales: torch.Tensor, quats: torch.Tensor,
+             amps: torch.Tensor, shape: Sequence[int], spacing=(1.0, 1.0, 1.0),
+             origin=(0.0, 0.0, 0.0), cutoff: float = 3.0, roi=None) -> torch.Tensor:
+    """Sum of 3D Gaussians on a voxel grid.
+
+    V(x) = sum_i amps_i exp(-1/2 d^T inv(S_i) d), d = x - mean_i; terms with Mahalanobis
+    distance > cutoff are exactly zero.  ``roi`` = (z0, z1, y0, y1, x0, x1), a half-open
+    voxel-index box: only that sub-box is evaluated and returned (decode large grids in
+    z-slabs this way).  Returns (D,H,W) (or the ROI's shape) in the dtype of ``means``
+    (float32 for float32 inputs).  Differentiable in means, log_scales, quats, amps.
+    """
+    roi_origin, sp, roi_shape = twin._roi_geometry(shape, spacing, origin, roi)
+    if not uses_cuda(means):
+        A, half_ext = twin.prepare_3d(means, log_scales, quats, cutoff)
+        return twin.splat_voxels(means, A, amps, half_ext, roi_origin, sp, roi_shape, cutoff)
+    A, half_ext = twin.prepare_3d(means, log_scales, quats, cutoff)
+    return _VoxelSplat.apply(means, A, amps, half_ext, roi_origin, sp, roi_shape, float(cutoff))
+
+
+def rasterize_slices(means: torch.Tensor, log_scales: torch.Tensor, quats: torch.Tensor,
+                     opacities: torch.Tensor, cameras: torch.Tensor, image_shape,
+                     pixel_size, mode: str = "focus", sigma_z: float = 1.0,
+                     cutoff: float = 3.0, opacity_threshold: float = 1e-4) -> torch.Tensor:
+    """Render B orthographic slices (B,H,W) additively.
+
+    cameras: (B,3,4) world->camera [R|t]; pixel (r, c) is at a = r*pixel_size[0],
+    b = c*pixel_size[1] on the plane n = 0.  mode="focus": seed 000's focus model (eqs. 6-10);
+    mode="3dgs": the slice-adapted 3DGS rendering (seed 000 sec. 10, see torch_impl).
+    Screen tiles 16x16; a (camera, Gaussian) pair is culled when its effective opacity
+    (opacity * opacity_r, resp. opacity * attenuation) is below ``opacity_threshold``; a pixel
+    beyond 2D Mahalanobis distance ``cutoff`` gets exactly zero from that Gaussian.
+    Differentiable in means, log_scales, quats, opacities.
+    """
+    cams = cameras.to(means.dtype)
+    if not uses_cuda(means):
+        return twin.rasterize_slices(means, log_scales, quats, opacities, cams, image_shape,
+                                     pixel_size, mode, sigma_z, cutoff, opacity_threshold)
+    B, N = cams.shape[0], means.shape[0]
+    step = max(1, _MAX_PAIRS // max(1, N))
+    outs = []
+    for b0 in range(0, B, step):
+        c = cams[b0:b0 + step]
+        mu2, conic, weight, radii = twin.prepare_slices(
+            means, log_scales, quats, opacities, c, mode, sigma_z, cutoff, opacity_threshold,
+            pixel_size)
+        outs.append(_PixelSplat.apply(mu2, conic, weight, radii, tuple(image_shape),
+                                      tuple(pixel_size), float(cutoff)))
+    return outs[0] if len(outs) == 1 else torch.cat(outs, 0)
+
+
+def axial_cameras(indices, spacing, origin=(0.0, 0.0, 0.0), dtype=torch.float32,
+                  device=None) -> torch.Tensor:
+    """(B,3,4) cameras of the axial slices z = origin_z + k*dz, k in ``indices``, so that pixel
+    (r, c) of slice k lands on voxel (k, r, c):
+    rasterize_slices(..., axial_cameras(range(D), sp), (H, W), (dy, dx)) is a (D,H,W) stack."""
+    return _axial_cameras(indices, spacing, origin, dtype=dtype, device=device)

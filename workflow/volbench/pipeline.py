@@ -1,0 +1,201 @@
+"""The work behind each rule: encode, decode, score one cell (dataset x codec x rate point).
+
+encode/decode run the codec in a child process (`isolated`), so that a codec that crashes, is
+killed for memory, or raises, is recorded as a failed cell with the reason instead of taking the
+benchmark down; the summary then marks the cell failed. Errors in the user's input (datasets,
+config) are not contained: they stop the run with a one-line message.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from . import container, io
+from .codecs.base import VolumeInfo, decode_bytes, encode_volume
+from .errors import VolbenchError
+
+VBC = "volume.vbc"
+
+
+def _peak_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def _info_from_meta(meta: dict, device: str, seed: int, threads: int, workdir: Path | None) -> VolumeInfo:
+    return VolumeInfo(name=meta.get("name", "volume"), spacing=tuple(meta.get("spacing", (1, 1, 1))),
+                      sigma_z=meta.get("sigma_z"), modality=meta.get("modality", "unknown"), seed=seed,
+                      device=device, threads=threads, workdir=workdir)
+
+
+def encode_cell(volume_path, meta_path, codec_type: str, params: dict, out_dir, *, module: str | None = None,
+                device: str = "auto", seed: int = 0, threads: int = 1, tolerance: float = 0.05) -> dict:
+    """Encode in this process; writes out_dir/volume.vbc and returns the record."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    vol = io.read_volume(volume_path)
+    meta = io.read_json(meta_path)
+    info = _info_from_meta(meta, device, seed, threads, out_dir)
+    _seed_everything(seed)
+    data, record = encode_volume(codec_type, params, vol, info, module=module, tolerance=tolerance)
+    container.write_atomic(out_dir / VBC, data)
+    record.update({"status": "ok", "file": VBC, "n_voxels": int(vol.size), "original_bytes": int(vol.nbytes),
+                   "bpv": 8.0 * len(data) / vol.size, "encode_peak_mb": _peak_mb(), "device": device,
+                   "seed": seed, "threads": threads})
+    return record
+
+
+def decode_cell(vbc_path, out_dir, *, device: str = "auto") -> dict:
+    """Decode the compressed file alone; writes out_dir/volume.tif and returns the record."""
+    vbc_path, out_dir = Path(vbc_path), Path(out_dir)
+    data = vbc_path.read_bytes()
+    header, _ = container.unpack(data, str(vbc_path))
+    try:  # import the codec's libraries before the clock starts
+        from .codecs.base import get_codec
+
+        get_codec(header["codec"]).versions()
+    except Exception:
+        pass  # decode_bytes reports a bad header or a missing codec clearly
+    t0 = time.perf_counter()
+    vol, header = decode_bytes(data, str(vbc_path), device=device)
+    seconds = time.perf_counter() - t0
+    io.write_volume(out_dir / "volume.tif", vol)
+    return {"status": "ok", "decode_seconds": seconds, "decode_mvox_s": vol.size / seconds / 1e6 if seconds > 0 else None,
+            "decode_peak_mb": _peak_mb(), "bytes_read": len(data), "codec": header["codec"], "device": device}
+
+
+def _seed_everything(seed: int) -> None:
+    np.random.seed(seed % (2**32))
+    try:
+        import torch  # noqa: F401  (only if a codec already imported it)
+    except ImportError:
+        return
+    if "torch" in sys.modules:
+        sys.modules["torch"].manual_seed(seed)
+
+
+def isolated(argv: list[str], record_path: Path, what: str) -> dict:
+    """Run `volbench <argv> --in-process` in a child; on failure write a failed record."""
+    cmd = [sys.executable, "-m", "volbench.cli", *argv, "--in-process"]
+    t0 = time.perf_counter()
+    proc = subprocess.Popen(cmd, stdout=sys.stderr, stderr=subprocess.PIPE, text=True)
+    tail: list[str] = []
+    assert proc.stderr is not None
+    for line in proc.stderr:
+        sys.stderr.write(line)
+        tail.append(line.rstrip())
+        tail = tail[-40:]
+    rc = proc.wait()
+    if rc == 0 and record_path.exists():
+        return io.read_json(record_path)
+    if rc < 0:
+        reason = f"killed by signal {signal.Signals(-rc).name}" + (" (out of memory?)" if -rc == signal.SIGKILL else "")
+    else:
+        msgs = [ln for ln in tail if ln.startswith("volbench: error:")]
+        reason = msgs[-1].removeprefix("volbench: error: ") if msgs else (tail[-1] if tail else f"exit code {rc}")
+    rec = {"status": "failed", "error": f"{what} failed: {reason}", "returncode": rc,
+           "seconds": time.perf_counter() - t0}
+    io.write_json(record_path, rec)
+    return rec
+
+
+def score_cell(original, meta_path, decoded_dir, encode_dir, *, cell: dict, lpips_cfg: dict,
+               foreground_threshold: float) -> dict:
+    from . import metrics
+
+    meta = io.read_json(meta_path)
+    enc = _read_record(Path(encode_dir) / "encode.json")
+    dec = _read_record(Path(decoded_dir) / "decode.json")
+    row: dict[str, Any] = {**cell, "original_bytes": meta["original_bytes"], "n_voxels": meta["n_voxels"]}
+    row["params"] = json.dumps(enc.get("params", cell.get("params", {})), sort_keys=True)
+    rc = enc.get("rate_control") or {}
+    row.update({"target_bpp": rc.get("target_bpp"), "knob": rc.get("knob"), "knob_value": rc.get("knob_value"),
+                "versions": json.dumps(enc.get("versions", {}), sort_keys=True)})
+    if enc.get("status") != "ok" or dec.get("status") != "ok":
+        row.update({"status": "failed", "error": enc.get("error") if enc.get("status") != "ok" else dec.get("error")})
+        return row
+    vbc = Path(encode_dir) / VBC
+    nbytes = vbc.stat().st_size
+    orig = io.read_volume(original)
+    rec = io.read_volume(Path(decoded_dir) / "volume.tif")
+    m = metrics.compute(orig, rec, foreground_threshold=foreground_threshold,
+                        lpips=lpips_cfg.get("enabled", True),
+                        lpips_slices_per_axis=int(lpips_cfg.get("slices_per_axis", 4)),
+                        lpips_seed=int(lpips_cfg.get("seed", 0)))
+    row.update({
+        "bytes": nbytes,
+        "compression_ratio": meta["original_bytes"] / nbytes,
+        "bpv": 8.0 * nbytes / meta["n_voxels"],
+        **{k: m[k] for k in ("psnr_2d", "ssim_2d", "psnr_3d", "ssim_3d", "lpips", "psnr_fg", "ssim_fg", "mse")},
+        "foreground_fraction": m["foreground_fraction"],
+        "lossless": m["exact"],
+        "encode_seconds": enc.get("encode_seconds"),
+        "decode_seconds": dec.get("decode_seconds"),
+        "decode_mvox_s": dec.get("decode_mvox_s"),
+        "encode_peak_mb": enc.get("encode_peak_mb"),
+        "decode_peak_mb": dec.get("decode_peak_mb"),
+        "status": "ok",
+        "error": m.get("note", ""),
+    })
+    if rc:
+        row["rate_hit"] = rc.get("hit")
+    return row
+
+
+def _read_record(path: Path) -> dict:
+    if not path.exists():
+        return {"status": "failed", "error": f"{path.name} missing"}
+    return io.read_json(path)
+
+
+def remove_tree(path) -> None:
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def environment() -> dict:
+    """Library versions and hardware, recorded next to the results."""
+    import platform
+    from importlib.metadata import PackageNotFoundError, version
+
+    libs = {}
+    for pkg in ("numpy", "scipy", "scikit-image", "tifffile", "torch", "torchvision", "lpips", "zstandard", "zfpy",
+                "glymur", "ffmpeg-python", "snakemake", "h5py", "zarr", "nibabel", "bjontegaard", "matplotlib", "pandas"):
+        try:
+            libs[pkg] = version(pkg)
+        except PackageNotFoundError:
+            libs[pkg] = None
+    cpu = platform.processor()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    gpu = None
+    try:
+        import torch
+
+        if torch.cuda.is_available():
+            gpu = torch.cuda.get_device_name(0)
+    except Exception:
+        pass
+    ffmpeg = shutil.which("ffmpeg")
+    ffv = None
+    if ffmpeg:
+        try:
+            ffv = subprocess.run([ffmpeg, "-version"], capture_output=True, text=True).stdout.splitlines()[0]
+        except (OSError, IndexError):
+            pass
+    return {"python": platform.python_version(), "platform": platform.platform(), "cpu": cpu,
+            "cpu_count": os.cpu_count(), "gpu": gpu, "ffmpeg": ffv, "libraries": libs}
