@@ -57,6 +57,16 @@ def canonicalise(name: str, arr: np.ndarray, axes: str | None, entry: dict) -> n
                 f"dataset {name}: a {arr.ndim}D array of shape {arr.shape} where 3D is expected; set `axes:` "
                 "(e.g. ZCYX) and `channel:` to pick one channel"
             )
+    # tifffile names the stacking axis of a plain multi-page TIFF Q (unknown) or I (image
+    # sequence): with no Z axis in the file, that axis is the depth axis
+    if "Z" not in axes and not entry.get("axes"):
+        if arr.ndim == 3 and axes.endswith("YX"):
+            axes = "ZYX"  # e.g. QYX, IYX, or SYX (tifffile's guess for a short stack)
+        else:
+            for code in "IQ":
+                if code in axes:
+                    axes = axes.replace(code, "Z", 1)
+                    break
     # drop singleton axes other than Z/Y/X, pick the channel
     sel = []
     keep = ""
@@ -88,6 +98,8 @@ def canonicalise(name: str, arr: np.ndarray, axes: str | None, entry: dict) -> n
     rest = [a for a in "ZYX" if a != scan]
     order = [keep.index(scan)] + [keep.index(a) for a in rest]
     arr = np.transpose(arr, order)
+    if arr.size == 0:
+        raise VolbenchError(f"dataset {name}: the volume is empty (shape {arr.shape}); check the source file")
     crop = entry.get("crop") or {}
     sl = []
     for ax, n in zip("zyx", arr.shape):

@@ -3,6 +3,8 @@ the source's own axis order; the canonical step (prepare.py) reorders it."""
 
 from __future__ import annotations
 
+import logging
+
 from pathlib import Path
 
 import numpy as np
@@ -47,13 +49,35 @@ def read(path: str | Path, fmt: str | None, dataset: str, key: str | None = None
         ) from None
 
 
-def _tiff(path, **_):
+class _Collect(logging.Handler):
+    def __init__(self):
+        super().__init__(logging.WARNING)
+        self.messages: list[str] = []
+
+    def emit(self, record):
+        self.messages.append(record.getMessage())
+
+
+def _tiff(path, dataset="?", **_):
     import tifffile
 
-    with tifffile.TiffFile(path) as tf:
-        series = tf.series[0]
-        arr = series.asarray()
-        axes = series.axes
+    # tifffile logs damaged tags and pages and reads on; a damaged file must fail instead, with
+    # one message, not a page of library log lines
+    log = logging.getLogger("tifffile")
+    handler, propagate = _Collect(), log.propagate
+    log.addHandler(handler)
+    log.propagate = False
+    try:
+        with tifffile.TiffFile(path) as tf:
+            series = tf.series[0]
+            arr = series.asarray()
+            axes = series.axes
+    finally:
+        log.removeHandler(handler)
+        log.propagate = propagate
+    if handler.messages:
+        raise VolbenchError(f"dataset {dataset}: {path.name} is damaged or truncated ({handler.messages[0]}); "
+                            "copy the file again")
     return np.asarray(arr), axes
 
 

@@ -1,0 +1,37 @@
+"""Shared test setup: the package lives in workflow/, the repo root is two levels up."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT / "workflow") not in sys.path:
+    sys.path.insert(0, str(ROOT / "workflow"))
+
+
+def pytest_configure(config):
+    # child processes (the CLI, snakemake jobs) must import the same package
+    os.environ["PYTHONPATH"] = os.pathsep.join(
+        p for p in [str(ROOT / "workflow"), os.environ.get("PYTHONPATH", "")] if p
+    )
+
+
+@pytest.fixture(scope="session")
+def repo_root() -> Path:
+    return ROOT
+
+
+@pytest.fixture
+def rng():
+    import numpy as np
+
+    return np.random.default_rng(1234)
+
+
+def have_snakemake() -> bool:
+    return shutil.which("snakemake") is not None

@@ -1,0 +1,113 @@
+"""The codec interface with the two foundation codecs (zstd, zfp): round trips, registry, errors."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from volbench.codecs import base
+from volbench.codecs.base import VolumeInfo, decode_bytes, encode_volume, get_codec
+from volbench.errors import CorruptFile, VolbenchError
+
+SHAPES = [(5, 7, 9), (8, 16, 16), (3, 33, 17)]
+
+
+def _vol(shape, dtype, rng):
+    if np.dtype(dtype).kind == "f":
+        return rng.normal(100, 30, shape).astype(dtype)
+    hi = min(np.iinfo(dtype).max, 4095)
+    return rng.integers(0, hi, shape).astype(dtype)
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+@pytest.mark.parametrize("dtype", ["uint8", "uint16", "int16", "float32"])
+def test_zstd_bit_exact(shape, dtype, rng):
+    v = _vol(shape, dtype, rng)
+    data, rec = encode_volume("zstd", {"level": 3}, v, VolumeInfo())
+    out, header = decode_bytes(data)
+    assert out.dtype == v.dtype and out.shape == v.shape
+    assert np.array_equal(out, v)
+    assert rec["bytes"] == len(data) and header["codec"] == "zstd"
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+@pytest.mark.parametrize("dtype", ["uint8", "uint16", "int16", "float32"])
+def test_zfp_reversible_bit_exact(shape, dtype, rng):
+    v = _vol(shape, dtype, rng)
+    data, _ = encode_volume("zfp", {"mode": "reversible"}, v, VolumeInfo())
+    out, _ = decode_bytes(data)
+    assert out.dtype == v.dtype and np.array_equal(out, v)
+
+
+@pytest.mark.parametrize("tol", [0.5, 4.0, 32.0])
+def test_zfp_accuracy_within_bound(tol, rng):
+    v = rng.integers(0, 60000, (9, 20, 22)).astype(np.uint16)
+    data, _ = encode_volume("zfp", {"mode": "accuracy", "tolerance": tol}, v, VolumeInfo())
+    out, _ = decode_bytes(data)
+    assert out.dtype == np.uint16
+    # zfp's bound on the float values, plus 0.5 for rounding back to integers
+    assert np.abs(out.astype(np.int64) - v.astype(np.int64)).max() <= tol + 0.5
+
+
+def test_zfp_rate_sets_size(rng):
+    v = rng.integers(0, 4000, (16, 32, 32)).astype(np.uint16)
+    sizes = []
+    for r in (1, 2, 4, 8):
+        data, rec = encode_volume("zfp", {"mode": "rate", "rate": r}, v, VolumeInfo())
+        sizes.append(rec["bytes"])
+        # fixed rate: payload close to rate bits per voxel (the header is small)
+        assert abs(len(data) * 8 / v.size - r) < 0.2 * r + 0.5
+    assert sizes == sorted(sizes) and len(set(sizes)) == 4
+
+
+def test_zfp_target_bpp_within_tolerance(rng):
+    from volbench.datasets.synthetic import neuron
+
+    v = neuron(shape=(16, 48, 48), seed=3)
+    data, rec = encode_volume("zfp", {"mode": "rate", "target_bpp": 0.8}, v, VolumeInfo(), tolerance=0.05)
+    bpp = len(data) * 8 / v.size
+    assert abs(bpp / 0.8 - 1) <= 0.05, rec["rate_control"]
+    assert rec["rate_control"]["knob"] == "rate"
+
+
+def test_decode_in_fresh_process_reads_only_the_file(tmp_path, rng):
+    v = rng.integers(0, 3000, (6, 20, 24)).astype(np.uint16)
+    data, _ = encode_volume("zfp", {"mode": "rate", "rate": 6}, v, VolumeInfo())
+    f = tmp_path / "only" / "volume.vbc"
+    f.parent.mkdir()
+    f.write_bytes(data)
+    in_proc, _ = decode_bytes(data)
+    out = tmp_path / "dec.tif"
+    # a fresh interpreter in an unrelated working directory, given nothing but the file
+    subprocess.run([sys.executable, "-m", "volbench.cli", "decode-file", str(f), str(out)], check=True,
+                   cwd=tmp_path / "only")
+    from volbench.io import read_volume
+
+    assert np.array_equal(read_volume(out), in_proc)
+
+
+def test_unknown_codec_and_param():
+    with pytest.raises(VolbenchError, match="unknown codec type 'nosuch'"):
+        get_codec("nosuch")
+    with pytest.raises(VolbenchError, match="unknown parameter"):
+        get_codec("zstd")(levle=3)
+    with pytest.raises(VolbenchError, match="level must be"):
+        get_codec("zstd")(level=40)
+    with pytest.raises(VolbenchError, match="mode must be"):
+        get_codec("zfp")(mode="fast")
+
+
+def test_registry_lists_the_codecs():
+    names = base.available()
+    for n in ("zstd", "zfp", "hevc", "jpeg2000", "siren", "volmicro", "gaussianpile"):
+        assert n in names
+
+
+def test_corrupt_payload_is_a_clear_error(rng):
+    v = rng.integers(0, 3000, (4, 8, 8)).astype(np.uint16)
+    data, _ = encode_volume("zstd", {"level": 1}, v, VolumeInfo())
+    with pytest.raises(CorruptFile, match="x.vbc"):
+        decode_bytes(data[:-7], "x.vbc")
