@@ -427,3 +427,102 @@ def test_degenerate_scales_give_no_nan():
         assert torch.isfinite(I).all()
         I.sum().backward()
         assert all(torch.isfinite(p.grad).all() for p in params), mode
+
+
+# ----------------------------------------------------------------------------- loader fallback
+
+@pytest.fixture
+def fresh_backend(monkeypatch, tmp_path):
+    from volbench.gaussians import backend
+
+    backend.reset()
+    monkeypatch.delenv("VOLBENCH_GPU_EXT", raising=False)
+    monkeypatch.setenv("GPU_EXT_BUILD_DIR", str(tmp_path / "no_build"))
+    yield backend
+    backend.reset()
+
+
+def _load_twice(backend):
+    with warnings.catch_warnings(record=True) as rec:
+        warnings.simplefilter("always")
+        first, second = backend.load(), backend.load()
+    return first, second, [w for w in rec if issubclass(w.category, RuntimeWarning)]
+
+
+def test_loader_without_cuda_warns_once_and_ops_use_twin(fresh_backend, monkeypatch):
+    backend = fresh_backend
+    monkeypatch.setattr(backend, "_cuda_available", lambda: False)
+    monkeypatch.setattr(backend, "_jit_load", lambda: pytest.fail("JIT must not run without CUDA"))
+    first, second, warned = _load_twice(backend)
+    assert first is None and second is None
+    assert len(warned) == 1 and "no CUDA device" in str(warned[0].message)
+    assert "PyTorch twin" in str(warned[0].message)
+    assert backend.reason() == "no CUDA device" and not backend.available()
+    means, ls, q, a = random_gaussians(2, [0, 0, 0], [4, 4, 4])
+    assert voxelize(means, ls, q, a, (4, 4, 4)).abs().sum() > 0
+
+
+def test_loader_disabled_by_environment(fresh_backend, monkeypatch):
+    backend = fresh_backend
+    monkeypatch.setenv("VOLBENCH_GPU_EXT", "0")
+    monkeypatch.setattr(backend, "_cuda_available", lambda: True)
+    monkeypatch.setattr(backend, "_jit_load", lambda: pytest.fail("JIT must not run when disabled"))
+    first, _, warned = _load_twice(backend)
+    assert first is None and len(warned) == 1
+    assert "VOLBENCH_GPU_EXT=0" in backend.reason()
+
+
+def test_loader_order_installed_built_jit_then_warn_once(fresh_backend, monkeypatch):
+    """With CUDA: installed module, else the built one (none here), else JIT; a failed JIT build
+    ends in exactly one warning and the twin."""
+    backend = fresh_backend
+    calls = []
+    monkeypatch.setattr(backend, "_cuda_available", lambda: True)
+    monkeypatch.setattr(backend, "MODULE_NAME", "volbench_gpu_ext_not_installed_anywhere")
+
+    def failing_jit():
+        calls.append("jit")
+        raise RuntimeError("nvcc: not found\nmore lines")
+
+    monkeypatch.setattr(backend, "_jit_load", failing_jit)
+    first, second, warned = _load_twice(backend)
+    assert first is None and second is None
+    assert calls == ["jit"], "the JIT build is tried once, not on every call"
+    assert len(warned) == 1 and "JIT build failed: nvcc: not found" in str(warned[0].message)
+    # a successful JIT build is used and silences the warning
+    backend.reset()
+    sentinel = object()
+    monkeypatch.setattr(backend, "_jit_load", lambda: sentinel)
+    first, _, warned = _load_twice(backend)
+    assert first is sentinel and not warned and backend.reason() is None
+
+
+def _built_module_file():
+    import glob
+    from volbench.gaussians import backend
+
+    libs = sorted(glob.glob(str(backend.CSRC.parent / "build" / "lib" / "volbench_gpu_ext*.so")))
+    return libs[0] if libs else None
+
+
+def test_loader_ignores_stale_built_module(fresh_backend, tmp_path, monkeypatch):
+    import os
+    import shutil
+
+    backend = fresh_backend
+    lib = tmp_path / "build" / "lib"
+    lib.mkdir(parents=True)
+    so = lib / "volbench_gpu_ext.cpython-311-x86_64-linux-gnu.so"
+    so.write_bytes(b"not an ELF file")  # would fail to import if it were tried
+    os.utime(so, (0, 0))  # older than every source in gpu_ext/csrc
+    monkeypatch.setenv("GPU_EXT_BUILD_DIR", str(tmp_path / "build"))
+    assert backend._import_built() is None
+    src = _built_module_file()
+    if src is None:
+        pytest.skip("gpu_ext not built (scripts/build_gpu_ext.sh)")
+    shutil.copy(src, so)  # fresh copy: newer than the sources, loads without a GPU
+    mod = backend._import_built()
+    assert mod is not None
+    for name in ("voxelize_forward", "voxelize_backward", "raster_forward", "raster_backward"):
+        assert hasattr(mod, name)
+    assert mod.VOXEL_TILE == twin.VOXEL_TILE and mod.PIXEL_TILE == twin.PIXEL_TILE

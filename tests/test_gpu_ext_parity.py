@@ -17,7 +17,8 @@ import torch
 from volbench.gaussians import backend, ops
 from volbench.gaussians import torch_impl as twin
 
-pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+pytestmark = [pytest.mark.cuda,
+              pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")]
 
 D64 = torch.float64
 

