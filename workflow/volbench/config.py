@@ -53,7 +53,30 @@ def check_config(config: dict) -> None:
         from .codecs.base import get_codec
 
         kind = entry.get("codec", name)
-        get_codec(kind, entry.get("module"))  # unknown codec type: fail before any job runs
+        cls = get_codec(kind, entry.get("module"))  # unknown codec type: fail before any job runs
+        base = dict(entry.get("params") or {})
+        for i, rp in enumerate(entry.get("rate_points", [])):
+            knobs = {k: v for k, v in rp.items() if k not in ("label", "target_bpp")}
+            if "target_bpp" in rp and cls.rate_knob is None and not _instance_has_knob(cls, {**base, **knobs}):
+                raise VolbenchError(f"codecs.{name}.rate_points[{i}]: codec {kind} has no rate knob, "
+                                    "so target_bpp cannot be used; give the codec's own parameters")
+            try:
+                cls(**{**base, **knobs})  # unknown or invalid parameters: fail before any job runs
+            except VolbenchError as exc:
+                raise VolbenchError(f"codecs.{name}.rate_points[{i}]: {exc}") from None
+
+
+def _instance_has_knob(cls, params) -> bool:
+    """Whether target_bpp works: a rate knob (some codecs set it per instance, e.g. from a mode
+    parameter) or the codec's own solution (an overridden params_for_target)."""
+    from .codecs.base import Codec
+
+    if cls.params_for_target is not Codec.params_for_target:
+        return True
+    try:
+        return cls(**params).rate_knob is not None
+    except VolbenchError:
+        return True  # the parameter error itself is reported by the caller
 
 
 def codec_gpu(entry: dict, name: str, device: str) -> int:
