@@ -21,9 +21,7 @@ include: "workflow/rules/common.smk"
 include: "workflow/rules/data.smk"
 include: "workflow/rules/codecs.smk"
 include: "workflow/rules/summary.smk"
-if os.path.exists(os.path.join(workflow.basedir, "workflow/rules/paper.smk")):
-
-    include: "workflow/rules/paper.smk"
+include: "workflow/rules/paper.smk"
 
 
 rule all:

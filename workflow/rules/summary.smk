@@ -42,6 +42,8 @@ rule environment:
         codecs=json.dumps({c: codec_entry(c).get("codec", c) for c in CODECS}),
     log:
         "logs/environment.log",
+    benchmark:
+        "logs/benchmarks/environment.tsv"
     conda:
         CONDA_ENV
     shell:
