@@ -12,7 +12,7 @@ import pytest
 
 from volbench.codecs import hevc
 from volbench.codecs.base import VolumeInfo, decode_bytes, encode_volume, get_codec
-from volbench.errors import CodecUnavailable, VolbenchError
+from volbench.errors import CodecUnavailable, CorruptFile, VolbenchError
 
 WORKFLOW = Path(__file__).resolve().parents[1] / "workflow"
 INFO = VolumeInfo(name="synthetic", threads=1)
@@ -83,6 +83,28 @@ def test_lossless_bit_exact(dtype, lo, hi, kind):
     assert (decode_bytes(data)[1]["codec_header"]["transform"] or {}).get("kind") == kind
 
 
+@pytest.mark.parametrize("dtype,lo,hi,kind", [
+    (np.uint16, 0, 65535, "scale"), (np.uint16, 20000, 24095, "offset"), (np.int16, -32768, 32767, "scale"),
+    (np.int16, -3000, 1000, "offset"), (np.int32, -10**6, 10**6, "scale"),
+])
+def test_sample_mapping_matches_formula(dtype, lo, hi, kind):
+    # volumes above 65536 voxels go through the lookup-table path: it must equal the documented formula
+    rng = np.random.default_rng(3)
+    vol = rng.integers(lo, hi, (5, 128, 128), endpoint=True).astype(dtype)
+    vol.flat[:2] = lo, hi
+    mapped, t = hevc.to_12bit(vol)
+    assert t["kind"] == kind and mapped.dtype == np.uint16
+    scale = (hi - lo) / 4095 if kind == "scale" else 1.0
+    want = np.clip(np.rint((vol.astype(np.float64) - lo) / scale), 0, 4095).astype(np.uint16)
+    np.testing.assert_array_equal(mapped, want)
+    coded = rng.integers(0, 4096, vol.shape).astype(np.uint16)  # any decoded 12-bit samples
+    back = hevc.from_12bit(coded, t, dtype)
+    lim = np.iinfo(dtype)
+    np.testing.assert_array_equal(back, np.clip(np.rint(coded * scale + lo), lim.min, lim.max).astype(dtype))
+    if kind == "offset":
+        np.testing.assert_array_equal(hevc.from_12bit(mapped, t, dtype), vol)
+
+
 def test_lossless_wide_range_is_bounded_not_exact():
     vol = synthetic((3, 32, 32), np.uint16, hi=65535, noise=0.05)
     data, out = roundtrip(vol, lossless=True)
@@ -102,6 +124,9 @@ def test_intra_and_deterministic():
     a = encode_volume("hevc", {**FAST, "crf": 25}, vol, INFO)[0]
     b = encode_volume("hevc", {**FAST, "crf": 25}, vol, INFO)[0]
     assert a == b
+    # x265's thread pool size (the job's threads) does not change the bitstream
+    c = encode_volume("hevc", {**FAST, "crf": 25}, vol, VolumeInfo(name="synthetic", threads=3))[0]
+    assert c == a
     data, out = roundtrip(vol, crf=25, intra=True)
     assert data != a
     assert psnr(vol, out, 255) > 30
@@ -128,6 +153,15 @@ def test_bad_params_and_dtypes():
         hevc.HEVC().encode(np.zeros((2, 16, 16), np.float32), INFO)
     with pytest.raises(VolbenchError, match="12-bit"):
         hevc.HEVC(crf=-5).encode(np.zeros((2, 16, 16), np.uint8), INFO)
+
+
+def test_damaged_payload_is_reported():
+    vol = synthetic((6, 32, 64), np.uint16, hi=4000)
+    enc = hevc.HEVC(preset="ultrafast", crf=20).encode(vol, INFO)
+    with pytest.raises(CorruptFile, match="frames"):  # a cut stream decodes to fewer frames
+        hevc.HEVC.decode(enc.header, enc.payload[: len(enc.payload) // 3], vol.shape, vol.dtype)
+    with pytest.raises(VolbenchError):  # not an HEVC stream at all
+        hevc.HEVC.decode(enc.header, b"\x00\x01garbage" * 50, vol.shape, vol.dtype)
 
 
 def test_decode_in_fresh_process(tmp_path):
