@@ -12,6 +12,11 @@ from pathlib import Path
 from setuptools import setup
 
 os.environ.setdefault("TORCH_CUDA_ARCH_LIST", "8.0;9.0")
+# torch guesses CUDA_HOME from `which nvcc`, which goes wrong when nvcc on PATH is a wrapper
+# script outside the toolkit: prefer the standard toolkit location when CUDA_HOME is not given
+if not (os.environ.get("CUDA_HOME") or os.environ.get("CUDA_PATH")):
+    if os.path.isfile("/usr/local/cuda/include/cuda_runtime_api.h"):
+        os.environ["CUDA_HOME"] = "/usr/local/cuda"
 
 from torch.utils.cpp_extension import BuildExtension, CUDAExtension  # noqa: E402
 

@@ -7,7 +7,10 @@
 # Environment: PYTHON (default: python3 on PATH, or $VIRTUAL_ENV/bin/python),
 # CUDA_HOME (default: /usr/local/cuda if present, else derived from `which nvcc`),
 # TORCH_CUDA_ARCH_LIST (default "8.0;9.0"; CI builds one, e.g. "8.0"),
-# MAX_JOBS (parallel compile jobs, default 2).  Exits non-zero on any failure.
+# MAX_JOBS (parallel compile jobs, default 2),
+# GPU_EXT_BUILD_DIR (default gpu_ext/build, git-ignored; any folder outside the source tree works:
+# the module lands in $GPU_EXT_BUILD_DIR/lib, objects in $GPU_EXT_BUILD_DIR/temp).
+# Exits non-zero on any failure (compile, link, import, missing symbols).
 # A GPU is not needed: the import check loads the module without running a kernel.
 set -euo pipefail
 
@@ -51,14 +54,22 @@ if [[ "${torch_cuda%%.*}" != "${nvcc_ver%%.*}" ]]; then
   echo "build_gpu_ext.sh: warning: major versions of torch's CUDA and nvcc differ" >&2
 fi
 
+build_dir="${GPU_EXT_BUILD_DIR:-$here/gpu_ext/build}"
+mkdir -p "$build_dir"
+build_dir="$(cd "$build_dir" && pwd)"
 cd "$here/gpu_ext"
 start=$(date +%s)
-"$PYTHON" setup.py build_ext --build-lib build/lib --build-temp build/temp
+log="$build_dir/build.log"
+# keep the full compiler output (warnings included) next to the objects
+"$PYTHON" setup.py build_ext --build-lib "$build_dir/lib" --build-temp "$build_dir/temp" 2>&1 \
+  | tee "$log"
 echo "build_gpu_ext.sh: compiled in $(( $(date +%s) - start )) s"
+nwarn="$(grep -ci 'warning' "$log" || true)"
+echo "build_gpu_ext.sh: $nwarn line(s) mentioning 'warning' in $log"
 
-so="$(ls build/lib/volbench_gpu_ext*.so | head -n1)"
+so="$(ls "$build_dir"/lib/volbench_gpu_ext*.so | head -n1)"
 [[ -n "$so" ]] || { echo "build_gpu_ext.sh: no shared object produced" >&2; exit 1; }
-PYTHONPATH="$here/gpu_ext/build/lib${PYTHONPATH:+:$PYTHONPATH}" "$PYTHON" - <<'PY'
+PYTHONPATH="$build_dir/lib${PYTHONPATH:+:$PYTHONPATH}" "$PYTHON" - <<'PY'
 import torch  # noqa: F401  (loads libc10/libtorch first)
 import volbench_gpu_ext as m
 need = ["voxelize_forward", "voxelize_backward", "raster_forward", "raster_backward"]

@@ -521,8 +521,31 @@ def test_loader_ignores_stale_built_module(fresh_backend, tmp_path, monkeypatch)
     if src is None:
         pytest.skip("gpu_ext not built (scripts/build_gpu_ext.sh)")
     shutil.copy(src, so)  # fresh copy: newer than the sources, loads without a GPU
+    import sys
+
+    monkeypatch.setitem(sys.modules, backend.MODULE_NAME, None)  # undone after the test
     mod = backend._import_built()
     assert mod is not None
     for name in ("voxelize_forward", "voxelize_backward", "raster_forward", "raster_backward"):
         assert hasattr(mod, name)
     assert mod.VOXEL_TILE == twin.VOXEL_TILE and mod.PIXEL_TILE == twin.PIXEL_TILE
+
+
+def test_tile_bounds_are_the_rotated_ellipsoid_box():
+    """half_ext is the exact axis-aligned half-extent of the rotated cutoff ellipsoid: every
+    surface point lies inside it and it is attained (so no rotated Gaussian is truncated and
+    the bound is tight)."""
+    g = torch.Generator().manual_seed(43)
+    ls = torch.log(torch.tensor([[3.0, 0.1, 0.4], [1.0, 1.0, 1.0], [0.2, 2.5, 0.05]], dtype=D64))
+    q = torch.randn(3, 4, generator=g, dtype=D64)
+    A, half = twin.prepare_3d(torch.zeros(3, 3, dtype=D64), ls, q, 2.5)
+    u = torch.randn(20000, 3, generator=g, dtype=D64)
+    u = u / u.norm(dim=-1, keepdim=True)
+    for i in range(3):
+        # surface points x with |A x| = cutoff:  x = inv(A) (cutoff u)
+        x = torch.linalg.solve(A[i], (2.5 * u).T).T
+        reach = x.abs().amax(0)
+        assert (reach <= half[i] * (1 + 1e-12)).all()
+        assert (reach >= half[i] * 0.995).all()
+    # a rotated needle reaches much farther along the world axes than its small scales say
+    assert (half[0] > 2.5 * torch.exp(ls[0]) * 1.5).any()

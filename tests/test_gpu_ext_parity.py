@@ -209,3 +209,43 @@ def test_rasterize_camera_chunking(monkeypatch):
     monkeypatch.setattr(ops, "_MAX_PAIRS", 120)  # 2 cameras per launch
     parts = ops.rasterize_slices(*params, cams, (30, 30), (1.0, 1.0))
     torch.testing.assert_close(parts, whole, rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize("sigma_z", [math.inf, 1e-3])
+@pytest.mark.parametrize("cam_kind", ["axial", "rotated"])
+@pytest.mark.parametrize("case", ["needles", "straddling"])
+def test_rasterize_parity_sigma_limits(case, cam_kind, sigma_z):
+    """The focus model's limits on the kernels: all-in-focus (sigma_z = inf) and the
+    zero-thickness slice (sigma_z -> 0)."""
+    params, image_shape = RASTER_CASES[case]
+
+    def fn(m, l, q, o, device, dtype):
+        cams = cameras(cam_kind, dtype).to(device)
+        return ops.rasterize_slices(m, l, q, o, cams, image_shape, (1.0, 0.9), mode="focus",
+                                    sigma_z=sigma_z, cutoff=3.0, opacity_threshold=1e-4)
+
+    (oc, gc), (orf, gr) = run_both(fn, params)
+    assert orf.abs().max() > 0.1
+    assert_forward(oc, orf, max(orf.abs().max().item(), params[3].max().item()), 3.0)
+    assert_grads(gc, gr, ("means", "log_scales", "quats", "opacities"))
+
+
+def test_cuda_limits_between_operators():
+    """On the GPU: sigma_z = 1e5 renders the all-in-focus image (sigma_z = inf), and with
+    sigma_z -> 0 the axial stack times sqrt(det S_2d) is the voxelized volume."""
+    means, ls, q, a = [t.float().cuda() for t in gaussians(1, [2, 3, 3], [3, 5, 6], (0.8, 1.5),
+                                                             seed=17)]
+    cams = ops.axial_cameras(range(6), (1.0, 1.0, 1.0), device="cuda")
+    inf = ops.rasterize_slices(means, ls, q, a, cams, (9, 10), (1.0, 1.0), sigma_z=math.inf,
+                               cutoff=8.0, opacity_threshold=0.0)
+    big = ops.rasterize_slices(means, ls, q, a, cams, (9, 10), (1.0, 1.0), sigma_z=1e5,
+                               cutoff=8.0, opacity_threshold=0.0)
+    torch.testing.assert_close(big, inf, rtol=1e-4, atol=1e-6)
+    sz = 1e-3
+    stack = ops.rasterize_slices(means, ls, q, a, cams, (9, 10), (1.0, 1.0), sigma_z=sz,
+                                 cutoff=8.0, opacity_threshold=0.0)
+    _, conic, _, _ = twin.prepare_slices(means, ls, q, a, cams, "focus", sz, 8.0, 0.0, (1.0, 1.0))
+    det2 = 1.0 / (conic[:, 0, 0] * conic[:, 0, 2] - conic[:, 0, 1] ** 2)
+    vol = ops.voxelize(means, ls, q, a, (6, 9, 10), cutoff=8.0)
+    assert vol.max() > 0.1
+    torch.testing.assert_close(stack * det2.sqrt()[:, None, None], vol, rtol=2e-3, atol=1e-5)

@@ -82,7 +82,11 @@ std::vector<torch::Tensor> voxelize_forward(torch::Tensor means, torch::Tensor A
   vbgs::VoxGeom g = vox_geom(origin, spacing, shape, cutoff);
   const int64_t n_tiles = static_cast<int64_t>(g.tiles[0]) * g.tiles[1] * g.tiles[2];
 
-  auto out = torch::zeros({shape[0], shape[1], shape[2]}, means.options());
+  // every voxel of the ROI belongs to exactly one tile and every tile gets a block that writes
+  // all its voxels (0 when its list is empty): no memset needed when the kernel runs
+  auto out = (n > 0 && n_tiles > 0)
+                 ? torch::empty({shape[0], shape[1], shape[2]}, means.options())
+                 : torch::zeros({shape[0], shape[1], shape[2]}, means.options());
   Buffers buf(means.device());
   auto boxes = torch::empty({std::max<int64_t>(n, 1), 6}, means.options().dtype(torch::kInt32));
   vbgs::voxel_tile_boxes(means.data_ptr<float>(), half_ext.data_ptr<float>(),
@@ -166,7 +170,9 @@ std::vector<torch::Tensor> raster_forward(torch::Tensor mean2d, torch::Tensor co
   const int64_t n_keys = B * static_cast<int64_t>(g.tiles[0]) * g.tiles[1];
   const int64_t n_items = B * N;
 
-  auto out = torch::zeros({B, H, W}, mean2d.options());
+  // every pixel is written by the block of its (camera, tile) key when the kernel runs
+  auto out = (n_items > 0 && n_keys > 0) ? torch::empty({B, H, W}, mean2d.options())
+                                         : torch::zeros({B, H, W}, mean2d.options());
   Buffers buf(mean2d.device());
   auto opts = mean2d.options();
   auto boxes = torch::empty({std::max<int64_t>(n_items, 1), 6}, opts.dtype(torch::kInt32));

@@ -55,14 +55,16 @@ __global__ void __launch_bounds__(kPixThreads)
       if (!__any_sync(0xffffffffu, hit)) continue;
       const float e = hit ? __expf(-0.5f * m) : 0.f;
       const float gw = go * e;                                       // dL/dweight
-      const float gm = (mraw >= 0.f) ? -0.5f * gw * s_w[k] : 0.f;    // dL/dm (clamp at 0)
-      float vals[6];
-      vals[0] = -gm * 2.f * (c0 * da + c1 * db);  // dL/dmean_a = -dL/dda
-      vals[1] = -gm * 2.f * (c1 * da + c2 * db);
-      vals[2] = gm * da * da;                     // dL/dc00
-      vals[3] = gm * 2.f * da * db;               // dL/dc01 (appears twice in m)
-      vals[4] = gm * db * db;                     // dL/dc11
-      vals[5] = gw;
+      const float gm = (hit && mraw >= 0.f) ? -0.5f * gw * s_w[k] : 0.f;  // dL/dm (clamp at 0)
+      float vals[6] = {0.f, 0.f, 0.f, 0.f, 0.f, 0.f};  // exact zeros for lanes without a hit
+      if (hit) {
+        vals[0] = -gm * 2.f * (c0 * da + c1 * db);  // dL/dmean_a = -dL/dda
+        vals[1] = -gm * 2.f * (c1 * da + c2 * db);
+        vals[2] = gm * da * da;                     // dL/dc00
+        vals[3] = gm * 2.f * da * db;               // dL/dc01 (appears twice in m)
+        vals[4] = gm * db * db;                     // dL/dc11
+        vals[5] = gw;
+      }
 #pragma unroll
       for (int v = 0; v < 6; ++v) vals[v] = warp_sum(vals[v]);
       if (lane == 0) {

@@ -61,16 +61,19 @@ __global__ void __launch_bounds__(kVoxThreads)
       float e = hit ? __expf(-0.5f * m) : 0.f;
       float gamp = go * e;                  // dL/damp
       float gy_scale = -gamp * s_amp[k];     // dL/dy = -go * amp * e * y
-      float gy[3] = {gy_scale * y[0], gy_scale * y[1], gy_scale * y[2]};
+      // lanes without a hit contribute exact zeros (also when their y is not finite)
+      float gy[3] = {hit ? gy_scale * y[0] : 0.f, hit ? gy_scale * y[1] : 0.f,
+                     hit ? gy_scale * y[2] : 0.f};
       float vals[13];
       // dL/dmu = -A^T dL/dy
 #pragma unroll
-      for (int c = 0; c < 3; ++c) vals[c] = -(Ak[c] * gy[0] + Ak[3 + c] * gy[1] + Ak[6 + c] * gy[2]);
+      for (int c = 0; c < 3; ++c)
+        vals[c] = hit ? -(Ak[c] * gy[0] + Ak[3 + c] * gy[1] + Ak[6 + c] * gy[2]) : 0.f;
       // dL/dA_rc = dL/dy_r * d_c
 #pragma unroll
       for (int r = 0; r < 3; ++r)
 #pragma unroll
-        for (int c = 0; c < 3; ++c) vals[3 + 3 * r + c] = gy[r] * d[c];
+        for (int c = 0; c < 3; ++c) vals[3 + 3 * r + c] = hit ? gy[r] * d[c] : 0.f;
       vals[12] = gamp;
 #pragma unroll
       for (int v = 0; v < 13; ++v) vals[v] = warp_sum(vals[v]);

@@ -1,17 +1,22 @@
 """Loader of the CUDA extension ``volbench_gpu_ext`` (built from gpu_ext/ in the repository).
 
-Order: (1) import the installed module (``pip install ./gpu_ext --no-build-isolation``);
-(2) if CUDA is available, JIT-compile gpu_ext/csrc with torch.utils.cpp_extension.load
-(cache: $TORCH_EXTENSIONS_DIR, else ~/.cache/volbench/torch_extensions; architectures from
-TORCH_CUDA_ARCH_LIST); (3) otherwise warn once and let ops.py use the PyTorch twin.
-Set VOLBENCH_GPU_EXT=0 to force the twin.
+Only where torch sees a CUDA device (the kernels are useless elsewhere), in this order:
+(1) import the installed module (``pip install ./gpu_ext --no-build-isolation``);
+(2) load the module built by scripts/build_gpu_ext.sh from gpu_ext/build/lib (or
+$GPU_EXT_BUILD_DIR/lib), unless a source file in gpu_ext/csrc is newer than it;
+(3) JIT-compile gpu_ext/csrc with torch.utils.cpp_extension.load (cache: $TORCH_EXTENSIONS_DIR,
+else ~/.cache/volbench/torch_extensions; architectures from TORCH_CUDA_ARCH_LIST, default the
+visible GPU's).  When all fail, or without CUDA, or with VOLBENCH_GPU_EXT=0, warn once and let
+ops.py use the PyTorch twin (same function, autograd gradients).
 """
 
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import logging
 import os
+import sys
 import threading
 import warnings
 from pathlib import Path
@@ -28,6 +33,40 @@ _lock = threading.Lock()
 _state: dict = {"tried": False, "module": None, "why": None}
 
 
+def _build_lib_dir() -> Path:
+    env = os.environ.get("GPU_EXT_BUILD_DIR")
+    root = Path(env) if env else CSRC.parent / "build"
+    return root / "lib"
+
+
+def _import_built():
+    """The module built by scripts/build_gpu_ext.sh, or None when absent or older than csrc."""
+    libs = sorted(_build_lib_dir().glob(MODULE_NAME + "*.so"))
+    if not libs:
+        return None
+    so = libs[0]
+    newest_src = max((p.stat().st_mtime for p in CSRC.glob("*") if p.is_file()), default=0.0)
+    if so.stat().st_mtime < newest_src:
+        log.info("ignoring %s: older than the sources in %s", so, CSRC)
+        return None
+    import torch  # noqa: F401  (libc10 / libtorch must be loaded first)
+
+    spec = importlib.util.spec_from_file_location(MODULE_NAME, so)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    sys.modules[MODULE_NAME] = mod
+    return mod
+
+
+def _cuda_available() -> bool:
+    try:
+        import torch
+
+        return bool(torch.cuda.is_available())
+    except Exception:  # pragma: no cover - defensive
+        return False
+
+
 def _cache_dir() -> Path:
     env = os.environ.get("TORCH_EXTENSIONS_DIR")
     if env:
@@ -35,8 +74,19 @@ def _cache_dir() -> Path:
     return Path.home() / ".cache" / "volbench" / "torch_extensions"
 
 
+_STD_CUDA_HOME = "/usr/local/cuda"
+
+
 def _jit_load():
+    if not (os.environ.get("CUDA_HOME") or os.environ.get("CUDA_PATH")) and \
+            (Path(_STD_CUDA_HOME) / "include" / "cuda_runtime_api.h").is_file():
+        os.environ["CUDA_HOME"] = _STD_CUDA_HOME  # same rule as gpu_ext/setup.py
     from torch.utils import cpp_extension
+
+    home = os.environ.get("CUDA_HOME") or os.environ.get("CUDA_PATH")
+    if home and not (Path(str(cpp_extension.CUDA_HOME or "")) / "include" /
+                     "cuda_runtime_api.h").is_file():
+        cpp_extension.CUDA_HOME = home  # module imported before CUDA_HOME was set
 
     missing = [s for s in SOURCES if not (CSRC / s).is_file()]
     if missing:
@@ -69,7 +119,7 @@ def _default_arch_list() -> str:
 
 
 def load(jit: bool = True):
-    """Return the extension module or None (after one warning) when it cannot be had."""
+    """Return the extension module, or None (after one RuntimeWarning) when it cannot be had."""
     with _lock:
         if _state["tried"]:
             return _state["module"]
@@ -77,25 +127,27 @@ def load(jit: bool = True):
         mod, why = None, None
         if os.environ.get("VOLBENCH_GPU_EXT", "1") == "0":
             why = "disabled by VOLBENCH_GPU_EXT=0"
+        elif not _cuda_available():
+            why = "no CUDA device"
         else:
             try:
                 mod = importlib.import_module(MODULE_NAME)
             except ImportError as e:
                 why = f"not installed ({e})"
+            if mod is None:
                 try:
-                    import torch
-
-                    cuda = torch.cuda.is_available()
-                except Exception:  # pragma: no cover
-                    cuda = False
-                if jit and cuda:
-                    try:
-                        mod = _jit_load()
-                        why = None
-                    except Exception as e2:  # compiler missing, build error ...
-                        why = f"JIT build failed: {e2}".splitlines()[0]
-                elif not cuda:
-                    why = "no CUDA device"
+                    mod = _import_built()
+                except Exception as e:  # ABI mismatch, truncated file ...
+                    log.info("built module unusable: %s", e)
+            if mod is None and jit:
+                try:
+                    mod = _jit_load()
+                except Exception as e:  # compiler missing, build error ...
+                    why = (f"not installed, not built, JIT build failed: {e}".splitlines()
+                           or ["JIT build failed"])[0]
+        if mod is not None:
+            why = None
+            log.info("volbench: using %s from %s", MODULE_NAME, getattr(mod, "__file__", "?"))
         _state["module"], _state["why"] = mod, why
         if mod is None:
             warnings.warn(
@@ -103,6 +155,12 @@ def load(jit: bool = True):
                 "operators use the PyTorch twin (build it with scripts/build_gpu_ext.sh)",
                 RuntimeWarning, stacklevel=3)
         return mod
+
+
+def reset() -> None:
+    """Forget the outcome of load() (tests; after building the extension in-process)."""
+    with _lock:
+        _state.update(tried=False, module=None, why=None)
 
 
 def available() -> bool:

@@ -30,9 +30,13 @@ covariance = twin.covariance
 _MAX_PAIRS = 1 << 24
 
 
-def uses_cuda(t: torch.Tensor) -> bool:
-    """True when an operator on tensor ``t`` runs the CUDA kernels."""
-    return bool(t.is_cuda and t.dtype == torch.float32 and backend.load() is not None)
+def uses_cuda(t: torch.Tensor, *more: torch.Tensor) -> bool:
+    """True when an operator on tensor ``t`` (and ``more``) runs the CUDA kernels: all of them
+    float32 CUDA tensors on one device and the extension loaded."""
+    ts = (t,) + more
+    if not all(x.is_cuda and x.dtype == torch.float32 and x.device == t.device for x in ts):
+        return False
+    return backend.load() is not None
 
 
 # ----------------------------------------------------------------------------- autograd glue
@@ -101,7 +105,7 @@ def voxelize(means: torch.Tensor, log_scales: torch.Tensor, quats: torch.Tensor,
     (float32 for float32 inputs).  Differentiable in means, log_scales, quats, amps.
     """
     roi_origin, sp, roi_shape = twin._roi_geometry(shape, spacing, origin, roi)
-    if not uses_cuda(means):
+    if not uses_cuda(means, log_scales, quats, amps):
         A, half_ext = twin.prepare_3d(means, log_scales, quats, cutoff)
         return twin.splat_voxels(means, A, amps, half_ext, roi_origin, sp, roi_shape, cutoff)
     A, half_ext = twin.prepare_3d(means, log_scales, quats, cutoff)
@@ -122,8 +126,8 @@ def rasterize_slices(means: torch.Tensor, log_scales: torch.Tensor, quats: torch
     beyond 2D Mahalanobis distance ``cutoff`` gets exactly zero from that Gaussian.
     Differentiable in means, log_scales, quats, opacities.
     """
-    cams = cameras.to(means.dtype)
-    if not uses_cuda(means):
+    cams = cameras.to(device=means.device, dtype=means.dtype)
+    if not uses_cuda(means, log_scales, quats, opacities):
         return twin.rasterize_slices(means, log_scales, quats, opacities, cams, image_shape,
                                      pixel_size, mode, sigma_z, cutoff, opacity_threshold)
     B, N = cams.shape[0], means.shape[0]

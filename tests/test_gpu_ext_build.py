@@ -1,0 +1,86 @@
+"""Compile-and-link check of the CUDA extension (gpu_ext/) through scripts/build_gpu_ext.sh.
+
+Needs nvcc and the CUDA build of torch, not a GPU.  The full build takes minutes on 2 cores
+(marked slow; CI runs it); the failure check is quick: every source broken on its first line.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+SCRIPT = ROOT / "scripts" / "build_gpu_ext.sh"
+
+
+def _nvcc():
+    home = os.environ.get("CUDA_HOME")
+    for cand in ([Path(home) / "bin" / "nvcc"] if home else []) + [Path("/usr/local/cuda/bin/nvcc")]:
+        if cand.is_file():
+            return cand
+    found = shutil.which("nvcc")
+    return Path(found) if found else None
+
+
+needs_toolkit = pytest.mark.skipif(
+    _nvcc() is None or not torch.version.cuda,
+    reason="needs nvcc (CUDA toolkit) and a CUDA build of torch")
+
+
+def _run(script, env_extra, timeout):
+    env = dict(os.environ, PYTHON=sys.executable, **env_extra)
+    return subprocess.run(["bash", str(script)], env=env, capture_output=True, text=True,
+                          timeout=timeout)
+
+
+@needs_toolkit
+def test_build_script_fails_on_a_compile_error(tmp_path):
+    """A source that does not compile must make the script exit non-zero (no silent pass)."""
+    tree = tmp_path / "repo"
+    (tree / "scripts").mkdir(parents=True)
+    shutil.copy(SCRIPT, tree / "scripts" / SCRIPT.name)
+    shutil.copytree(ROOT / "gpu_ext" / "csrc", tree / "gpu_ext" / "csrc")
+    for name in ("setup.py", "pyproject.toml"):
+        shutil.copy(ROOT / "gpu_ext" / name, tree / "gpu_ext" / name)
+    for src in (tree / "gpu_ext" / "csrc").iterdir():
+        if src.suffix in (".cu", ".cpp"):
+            # a missing header is fatal at once (an #error would let g++ parse torch's headers)
+            src.write_text('#include "deliberately_broken_by_the_test.h"\n' + src.read_text())
+    res = _run(tree / "scripts" / SCRIPT.name,
+               {"GPU_EXT_BUILD_DIR": str(tmp_path / "build"), "MAX_JOBS": "1",
+                "TORCH_CUDA_ARCH_LIST": "8.0"}, timeout=600)
+    assert res.returncode != 0, res.stdout[-2000:]
+    assert "deliberately_broken_by_the_test.h" in res.stdout + res.stderr
+    assert not list((tmp_path / "build").glob("lib/*.so"))
+
+
+def test_build_script_rejects_unknown_arguments():
+    res = subprocess.run(["bash", str(SCRIPT), "--no-such-flag"], capture_output=True, text=True,
+                         timeout=60)
+    assert res.returncode == 2 and "unknown argument" in res.stderr
+
+
+@pytest.mark.slow
+@needs_toolkit
+def test_extension_compiles_links_and_imports():
+    """The real build (sm_80 + sm_90, MAX_JOBS=2) into gpu_ext/build, which is git-ignored and
+    where the loader looks; incremental when it is up to date.  The script's own import check
+    loads the module and checks its four entry points."""
+    res = _run(SCRIPT, {"MAX_JOBS": os.environ.get("MAX_JOBS", "2"),
+                        "TORCH_CUDA_ARCH_LIST": os.environ.get("TORCH_CUDA_ARCH_LIST", "8.0;9.0")},
+               timeout=3600)
+    assert res.returncode == 0, (res.stdout[-3000:], res.stderr[-3000:])
+    assert "import OK" in res.stdout
+    libs = list((ROOT / "gpu_ext" / "build" / "lib").glob("volbench_gpu_ext*.so"))
+    assert libs and libs[0].stat().st_size > 100_000
+    # the extension holds device code for both default architectures
+    log = (ROOT / "gpu_ext" / "build" / "build.log").read_text()
+    if "nvcc" in log:  # not an up-to-date no-op build
+        for arch in ("sm_80", "sm_90"):
+            assert f"code={arch}" in log, arch
