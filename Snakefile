@@ -18,6 +18,16 @@ validate(config, schema="workflow/schemas/config.schema.yaml")
 
 
 include: "workflow/rules/common.smk"
+
+
+# a run killed with SIGKILL leaves Snakemake's locks behind: rerunning the same command must
+# resume, so locks of runs that have ended on this host are removed (never a live run's)
+if workflow.is_main_process:
+    from volbench.runlock import clear_stale_locks
+
+    clear_stale_locks(".")
+
+
 include: "workflow/rules/data.smk"
 include: "workflow/rules/codecs.smk"
 include: "workflow/rules/summary.smk"

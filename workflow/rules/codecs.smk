@@ -15,7 +15,8 @@ rule encode:
         device=lambda w: codec_device(w.codec),
         tolerance=config.get("target_bpp_tolerance", 0.05),
     resources:
-        gpu=cell_gpu,
+        gpu=cell_gpus,
+        gres=cell_gres,
     log:
         "logs/encode/{dataset}/{codec}/{point}.log",
     benchmark:
@@ -37,7 +38,8 @@ rule decode:
     params:
         device=lambda w: codec_device(w.codec),
     resources:
-        gpu=cell_gpu,
+        gpu=cell_gpus,
+        gres=cell_gres,
     log:
         "logs/decode/{dataset}/{codec}/{point}.log",
     benchmark:

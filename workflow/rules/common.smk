@@ -63,6 +63,21 @@ def cell_gpu(wildcards):
     return codec_gpu(codec_entry(wildcards.codec), wildcards.codec, codec_device(wildcards.codec))
 
 
+# How GPU jobs ask SLURM for their GPU: "gpus" (--gpus=1, the executor plugin's `gpu`
+# resource; also what serialises GPU jobs locally) or "gres" (--gres=gpu:1, for clusters that
+# schedule GPUs as generic resources). See docs/cluster.md.
+GPU_REQUEST = str(config.get("gpu_request", "gpus"))
+
+
+def cell_gpus(wildcards):
+    return 0 if GPU_REQUEST == "gres" else cell_gpu(wildcards)
+
+
+def cell_gres(wildcards):
+    n = cell_gpu(wildcards)
+    return f"gpu:{n}" if GPU_REQUEST == "gres" and n else ""
+
+
 def source_input(wildcards):
     entry = config["datasets"][wildcards.dataset]
     if "url" in entry:

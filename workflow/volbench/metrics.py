@@ -17,17 +17,27 @@
   orientation, chosen by a seeded generator among the slices whose two sides are both >= 32 pixels
   (AlexNet's minimum); each slice scaled to [-1, 1] by the original's min and R (reconstruction
   clipped), repeated to 3 channels; the mean over the sampled slices.
+* Large volumes: compute_chunked() gives compute()'s values from memory-mapped volumes
+  (open_volume) block by block, within VOLBENCH_METRICS_MEMORY_MB (default 1024 MB) of working
+  arrays; the score jobs use it (see the section at the end of this module).
 """
 
 from __future__ import annotations
 
 import math
-from typing import Any
+import os
+from typing import Any, Iterator
 
 import numpy as np
 
 PSNR_CAP = 100.0
 LPIPS_MIN_SIDE = 32
+#: memory (MB) that compute_chunked's working arrays may use; the environment variable
+#: VOLBENCH_METRICS_MEMORY_MB sets it for the score jobs
+DEFAULT_MEMORY_MB = 1024
+#: bytes per voxel of one SSIM block: the two float64 inputs, skimage's five filtered maps,
+#: three products and the SSIM terms (about 16 float64 arrays, rounded up)
+SSIM_BYTES_PER_VOXEL = 160
 
 
 def _psnr(mse: float, rng_: float) -> float:
@@ -152,6 +162,181 @@ def compute(orig: np.ndarray, rec: np.ndarray, *, foreground_threshold: float = 
     if mask.any():
         out["psnr_fg"] = _psnr(_mse(orig, rec, mask), R)
         out["ssim_fg"] = float(smap[mask].mean()) if smap is not None else float("nan")
+    else:
+        out["psnr_fg"] = out["ssim_fg"] = float("nan")
+    out["lpips"] = (lpips_score(orig, rec, vmin, R, lpips_slices_per_axis, lpips_seed) if lpips else float("nan"))
+    return out
+
+
+# -- large volumes: the same metrics, computed block by block -------------------------------
+#
+# compute_chunked() gives the numbers of compute() while holding only blocks of the volumes in
+# memory: the inputs may be numpy memmaps (open_volume), and no full-size float copy is made.
+# Min/max, MSE, 2D PSNR/SSIM and the foreground PSNR are slice-wise sums (the same operations
+# in the same order as compute(), so the same values). The 3D SSIM map is computed on blocks
+# of Z x Y (all of X) extended by a halo of the filter radius on each side, clipped at the
+# volume's faces, and only the block's own voxels are kept: the Gaussian filter (radius 5)
+# reaches no further than the halo, and at a face the block sees the same reflection as the
+# whole volume, so every kept value equals the whole-volume map's. The means over the map are
+# accumulated over blocks (float64 sums in another order: equal to ~1e-12).
+
+
+def memory_budget_mb() -> int:
+    try:
+        return max(16, int(os.environ.get("VOLBENCH_METRICS_MEMORY_MB", DEFAULT_MEMORY_MB)))
+    except ValueError:
+        return DEFAULT_MEMORY_MB
+
+
+def open_volume(path):
+    """The canonical volume (an uncompressed TIFF) as a read-only memmap, without reading it.
+
+    Falls back to reading it into memory when the file cannot be mapped (a compressed TIFF).
+    """
+    import tifffile
+
+    try:
+        vol = tifffile.memmap(str(path), mode="r")
+    except (ValueError, OSError, IndexError):
+        from . import io
+
+        return io.read_volume(path)
+    if vol.ndim == 2:
+        vol = vol[None]
+    return vol
+
+
+def _ssim_window(shape) -> tuple[dict[str, Any], int]:
+    """The SSIM keyword arguments for a volume of `shape`, the window size, the filter radius."""
+    kw = _ssim_kwargs(shape)
+    win = kw.get("win_size", 11)  # the Gaussian window: 2 * int(3.5 * 1.5 + 0.5) + 1
+    return kw, win
+
+
+def _ranges(n: int, size: int) -> list[tuple[int, int]]:
+    size = max(1, int(size))
+    return [(a, min(n, a + size)) for a in range(0, n, size)]
+
+
+def plan_blocks(shape, memory_mb: float, halo: int, win: int) -> tuple[int, int]:
+    """Block size (Z, Y) whose haloed SSIM block fits in memory_mb (X is never split)."""
+    Z, Y, X = (int(s) for s in shape)
+    vox = max(1, int(memory_mb * 2**20 // SSIM_BYTES_PER_VOXEL))
+    least = max(win, 2 * halo + 1, 4)
+    bz = vox // (Y * X) - 2 * halo
+    if bz >= min(Z, least):
+        return min(Z, bz), Y
+    bz = min(Z, least)
+    by = vox // (min(Z, bz + 2 * halo) * X) - 2 * halo
+    return bz, min(Y, max(by, least))  # the least a block can be: may exceed memory_mb
+
+
+def _slab(a: int, b: int, n: int, halo: int, win: int) -> tuple[int, int]:
+    lo, hi = max(0, a - halo), min(n, b + halo)
+    if hi - lo < win:  # skimage needs every side >= the window; more halo changes nothing
+        lo = max(0, hi - win)
+        hi = min(n, lo + win)
+    return lo, hi
+
+
+def ssim_map_blocks(orig, rec, data_range: float, block=None,
+                    memory_mb: float | None = None) -> Iterator[tuple[slice, slice, np.ndarray]]:
+    """Yield (z slice, y slice, SSIM map of that block) covering the volume; each block's values
+    are those of ``ssim(orig, rec, data_range, full=True)[1]`` at the same voxels."""
+    from skimage.metrics import structural_similarity
+
+    kw, win = _ssim_window(orig.shape)
+    halo = (win - 1) // 2
+    Z, Y, _ = orig.shape
+    bz, by = block if block is not None else plan_blocks(orig.shape, memory_mb or memory_budget_mb(), halo, win)
+    for z0, z1 in _ranges(Z, bz):
+        sz0, sz1 = _slab(z0, z1, Z, halo, win)
+        for y0, y1 in _ranges(Y, by):
+            sy0, sy1 = _slab(y0, y1, Y, halo, win)
+            a = np.asarray(orig[sz0:sz1, sy0:sy1], dtype=np.float64)
+            b = np.asarray(rec[sz0:sz1, sy0:sy1], dtype=np.float64)
+            _, smap = structural_similarity(a, b, data_range=data_range, full=True, **kw)
+            del a, b
+            yield slice(z0, z1), slice(y0, y1), smap[z0 - sz0:z1 - sz0, y0 - sy0:y1 - sy0]
+
+
+def _z_chunks(shape, memory_mb: float) -> list[tuple[int, int]]:
+    """Ranges of whole Z slices for the slice-wise passes (a few float64 copies per slice)."""
+    Z, Y, X = shape
+    per_slice = Y * X * 8 * 4
+    return _ranges(Z, max(1, int(memory_mb * 2**20 // max(per_slice, 1))))
+
+
+def compute_chunked(orig, rec, *, foreground_threshold: float = 0.01, lpips: bool = True,
+                    lpips_slices_per_axis: int = 4, lpips_seed: int = 0, memory_mb: float | None = None,
+                    block=None) -> dict[str, Any]:
+    """compute() for volumes that need not fit in memory (memmaps): same keys, same values.
+
+    memory_mb bounds the working arrays (default: memory_budget_mb()); `block` = (bz, by) forces
+    the 3D SSIM block size (tests).
+    """
+    if tuple(orig.shape) != tuple(rec.shape):
+        raise ValueError(f"shape mismatch: original {orig.shape}, reconstruction {rec.shape}")
+    memory_mb = memory_mb or memory_budget_mb()
+    shape = tuple(int(s) for s in orig.shape)
+    Z = shape[0]
+    zr = _z_chunks(shape, memory_mb)
+    vmin, vmax, exact = math.inf, -math.inf, True
+    for z0, z1 in zr:  # pass 1: range and exactness
+        a, b = np.asarray(orig[z0:z1]), np.asarray(rec[z0:z1])
+        vmin, vmax = min(vmin, float(a.min())), max(vmax, float(a.max()))
+        exact = exact and bool(np.array_equal(a, b))
+    R = vmax - vmin
+    out: dict[str, Any] = {"data_range": R, "exact": exact}
+    if R <= 0:
+        out["note"] = "constant original: data range 0, PSNR and SSIM undefined"
+    # pass 2: slice-wise MSE, 2D PSNR and SSIM, foreground, in compute()'s order
+    total = fg_total = 0.0
+    count = fg_count = 0
+    psnrs, ssims = [], []
+    thr = vmin + foreground_threshold * R
+    for z0, z1 in zr:
+        a, b = np.asarray(orig[z0:z1]), np.asarray(rec[z0:z1])
+        for k in range(z1 - z0):
+            d = a[k].astype(np.float64) - b[k].astype(np.float64)
+            total += float(np.dot(d.ravel(), d.ravel()))
+            count += d.size
+            if R > 0:
+                psnrs.append(_psnr(float(np.mean(d * d)), R))
+                ssims.append(ssim(a[k], b[k], R))
+                m = a[k] > thr
+                dm = d[m]
+                fg_total += float(np.dot(dm.ravel(), dm.ravel()))
+                fg_count += dm.size
+    out["mse"] = total / count if count else float("nan")
+    out["psnr_3d"] = _psnr(out["mse"], R)
+    if R <= 0:
+        out["psnr_2d"] = out["ssim_2d"] = float("nan")
+    else:
+        out["psnr_2d"] = float("inf") if all(math.isinf(v) for v in psnrs) else \
+            float(np.mean([min(v, PSNR_CAP) for v in psnrs]))
+        out["ssim_2d"] = float(np.mean(ssims))
+    # pass 3: the 3D SSIM map, block by block
+    s_sum = s_fg = 0.0
+    n_crop = 0
+    have_map = R > 0 and min(shape) >= 3
+    if have_map:
+        _, win = _ssim_window(shape)
+        pad = (win - 1) // 2
+        for zs, ys, smap in ssim_map_blocks(orig, rec, R, block=block, memory_mb=memory_mb):
+            # the cropped mean of skimage: voxels at least `pad` from every face
+            cz = slice(max(zs.start, pad) - zs.start, max(min(zs.stop, Z - pad) - zs.start, 0))
+            cy = slice(max(ys.start, pad) - ys.start, max(min(ys.stop, shape[1] - pad) - ys.start, 0))
+            inner = smap[cz, cy, pad:shape[2] - pad]
+            s_sum += float(inner.sum(dtype=np.float64))
+            n_crop += inner.size
+            m = np.asarray(orig[zs, ys]) > thr
+            s_fg += float(smap[m].sum(dtype=np.float64))
+    out["ssim_3d"] = s_sum / n_crop if have_map and n_crop else float("nan")
+    out["foreground_fraction"] = fg_count / (Z * shape[1] * shape[2]) if R > 0 else 0.0
+    if fg_count:
+        out["psnr_fg"] = _psnr(fg_total / fg_count, R)
+        out["ssim_fg"] = s_fg / fg_count if have_map else float("nan")
     else:
         out["psnr_fg"] = out["ssim_fg"] = float("nan")
     out["lpips"] = (lpips_score(orig, rec, vmin, R, lpips_slices_per_axis, lpips_seed) if lpips else float("nan"))

@@ -76,11 +76,7 @@ def decode_cell(vbc_path, out_dir, *, device: str = "auto") -> dict:
 
 def _seed_everything(seed: int) -> None:
     np.random.seed(seed % (2**32))
-    try:
-        import torch  # noqa: F401  (only if a codec already imported it)
-    except ImportError:
-        return
-    if "torch" in sys.modules:
+    if "torch" in sys.modules:  # only if a codec already imported it (importing torch costs seconds)
         sys.modules["torch"].manual_seed(seed)
 
 
@@ -126,12 +122,17 @@ def score_cell(original, meta_path, decoded_dir, encode_dir, *, cell: dict, lpip
         return row
     vbc = Path(encode_dir) / VBC
     nbytes = vbc.stat().st_size
-    orig = io.read_volume(original)
-    rec = io.read_volume(Path(decoded_dir) / "volume.tif")
-    m = metrics.compute(orig, rec, foreground_threshold=foreground_threshold,
-                        lpips=lpips_cfg.get("enabled", True),
-                        lpips_slices_per_axis=int(lpips_cfg.get("slices_per_axis", 4)),
-                        lpips_seed=int(lpips_cfg.get("seed", 0)))
+    # memmaps, scored block by block: a volume larger than memory is never held whole
+    # (metrics.compute_chunked; VOLBENCH_METRICS_MEMORY_MB bounds the working arrays)
+    for p in (Path(original), Path(decoded_dir) / "volume.tif"):
+        if not p.exists():
+            raise VolbenchError(f"{p}: volume does not exist; run the job that makes it first")
+    orig = metrics.open_volume(original)
+    rec = metrics.open_volume(Path(decoded_dir) / "volume.tif")
+    m = metrics.compute_chunked(orig, rec, foreground_threshold=foreground_threshold,
+                                lpips=lpips_cfg.get("enabled", True),
+                                lpips_slices_per_axis=int(lpips_cfg.get("slices_per_axis", 4)),
+                                lpips_seed=int(lpips_cfg.get("seed", 0)))
     row.update({
         "bytes": nbytes,
         "compression_ratio": meta["original_bytes"] / nbytes,

@@ -235,7 +235,10 @@ def encode_volume(kind: str, params: dict[str, Any], volume: np.ndarray, info: V
         enc = codec.encode(volume, info)
         params = codec.params
     seconds = time.perf_counter() - t0
-    data = container.pack(_full_header(cls.name, enc.header, volume.shape, volume.dtype), enc.payload)
+    full = _full_header(cls.name, enc.header, volume.shape, volume.dtype)
+    if module:  # a codec from outside volbench: the decoder must find the same module
+        full["module"] = module
+    data = container.pack(full, enc.payload)
     record.update({"codec": cls.name, "params": params, "encode_seconds": seconds,
                    "bytes": len(data)})
     return data, record
@@ -250,7 +253,7 @@ def decode_bytes(data: bytes, source: str = "<bytes>", device: str = "auto") -> 
         chead = header["codec_header"]
     except (KeyError, TypeError) as exc:
         raise CorruptFile(f"{source}: header lacks {exc}; re-run its encode job") from None
-    cls = get_codec(kind)
+    cls = get_codec(kind, header.get("module"))
     cls.check_available()
     try:
         out = cls.decode(chead, payload, shape, dtype, device=device)
