@@ -76,6 +76,7 @@ def _summary():
         for r, p in zip(RATE_T, PSNR_T):
             add(ds, "jpeg2000", "jpeg2000", r / 1000, p)
         add(ds, "volmicro", "volmicro", 0.073, 30.0)  # one point only
+        add(ds, "zstd", "zstd", 6.0, math.inf)  # lossless: no curve
     for r, p in zip(RATE_T, PSNR_T):
         add("c", "jpeg2000", "jpeg2000", r / 1000, p)  # no anchor on c
     return T.prepare(pd.DataFrame(rows))
@@ -91,7 +92,9 @@ def test_frame_per_dataset_codec_metric():
     assert pd.isna(v["bd_rate_pct"]) and "too few points" in v["rate_note"]
     c = f[f.dataset == "c"].iloc[0]
     assert "anchor hevc has no results on c" in c["rate_note"]
-    assert set(f["codec"]) == {"jpeg2000", "volmicro"}  # the anchor is not compared with itself
+    assert set(f["codec"]) == {"jpeg2000", "volmicro", "zstd"}  # the anchor is not compared with itself
+    z = f[(f.dataset == "a") & (f.codec == "zstd")].iloc[0]
+    assert bool(z["lossless"]) and not bool(j["lossless"]) and pd.isna(z["bd_rate_pct"])
 
 
 def test_cli_writes_tables_with_reasons(tmp_path):
@@ -102,6 +105,24 @@ def test_cli_writes_tables_with_reasons(tmp_path):
     assert rc == 0
     md = (tmp_path / "paper" / "bdrate.md").read_text()
     assert "-4.42 %" in md and "too few points" in md and "pchip" in md
+    assert "Skipped (the anchor hevc has no results there): c." in md and "| c |" not in md
     csv = pd.read_csv(tmp_path / "paper" / "bdrate.csv")
-    assert len(csv) == 2 * 2 * 2 + 2  # datasets a, b: 2 codecs x 2 metrics; dataset c: 1 codec x 2 metrics
+    assert len(csv) == 2 * 3 * 2 + 2  # datasets a, b: 3 codecs x 2 metrics; dataset c: 1 codec x 2 metrics
+    assert "Not compared (lossless on the dataset" in md and "Zstandard" not in md.split("*Not compared")[0]
     assert "-4.42 \\%" in (tmp_path / "paper" / "bdrate.tex").read_text()
+
+
+def test_missing_anchor_is_a_note_not_an_error(tmp_path):
+    df = _summary()
+    df = df[df["codec"] != "hevc"]
+    paths = B.write_bdrate(df, tmp_path, anchor="hevc")
+    assert sorted(p.name for p in paths) == ["bdrate.csv", "bdrate.html", "bdrate.md", "bdrate.tex"]
+    md = (tmp_path / "bdrate.md").read_text()
+    assert "The anchor hevc has no results in this run" in md and "(jpeg2000, volmicro, zstd)" in md
+    assert "JPEG2000-3D" not in md  # no row of reasons: the note says it once
+    csv = pd.read_csv(tmp_path / "bdrate.csv")
+    assert csv["bd_rate_pct"].isna().all() and csv["rate_note"].str.contains("anchor hevc has no results").all()
+    # another anchor that did run gives numbers: jpeg2000 against itself is left out, hevc absent
+    f = B.bd_frame(_summary(), anchor="jpeg2000")
+    h = f[(f.dataset == "a") & (f.codec == "hevc") & (f.metric == "psnr_2d")].iloc[0]
+    assert h["bd_rate_pct"] == pytest.approx(4.62, abs=0.05)  # the inverse comparison: positive

@@ -111,3 +111,26 @@ def test_corrupt_payload_is_a_clear_error(rng):
     data, _ = encode_volume("zstd", {"level": 1}, v, VolumeInfo())
     with pytest.raises(CorruptFile, match="x.vbc"):
         decode_bytes(data[:-7], "x.vbc")
+
+
+def test_zfp_rate_below_floor_is_refused_not_a_crash(rng):
+    # zfpy 1.0.1 aborts the interpreter at fixed rates under about 0.15 bpv; volbench must refuse
+    v = rng.integers(0, 4000, (8, 16, 16)).astype(np.uint16)
+    with pytest.raises(VolbenchError, match=r"rate 0.1 is outside"):
+        encode_volume("zfp", {"mode": "rate", "rate": 0.1}, v, VolumeInfo())
+
+
+def test_zfp_low_target_bpp_does_not_crash_the_process(tmp_path):
+    # the bisection must stay above the floor: run it in a child so an abort would show as a signal
+    code = ("import numpy as np\n"
+            "from volbench.codecs.base import VolumeInfo, encode_volume\n"
+            "from volbench.errors import VolbenchError\n"
+            "v = np.random.default_rng(0).integers(0, 4000, (16, 32, 32)).astype(np.uint16)\n"
+            "try:\n"
+            "    data, rec = encode_volume('zfp', {'mode': 'rate', 'target_bpp': 0.08}, v, VolumeInfo())\n"
+            "    print('bpp', len(data) * 8 / v.size)\n"
+            "except VolbenchError as e:\n"
+            "    print('refused', e)\n")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.startswith(("bpp", "refused")), r.stdout

@@ -3,19 +3,74 @@
 # voxels also read results/data and results/decoded, the training plot results/encoded/.../history.csv.
 from volbench.paper.tables import GENERATORS as _PAPER_GENERATORS  # noqa: E402
 
+
+# the report's front page (snakemake --report): what ran, and where each section comes from
+report: "../report/workflow.rst"
+
 PAPER_TABLES = list(_PAPER_GENERATORS)
-PAPER_RD_METRICS = ["psnr_2d", "psnr_3d", "ssim_3d", "lpips"]
+# `paper:` options of the config (docs/reproduce-papers.md, "Options")
+PAPER_OPTS = dict(config.get("paper") or {})
+_PAPER_KNOWN = {"rd_metrics", "qualitative_bpv", "qualitative_slice", "bd_method", "bd_min_points", "bd_min_overlap"}
+if set(PAPER_OPTS) - _PAPER_KNOWN:
+    raise ValueError(f"config paper: unknown option(s) {sorted(set(PAPER_OPTS) - _PAPER_KNOWN)}; "
+                     f"known: {sorted(_PAPER_KNOWN)}")
+PAPER_RD_METRICS = list(PAPER_OPTS.get("rd_metrics") or ["psnr_2d", "psnr_3d", "ssim_3d", "lpips"])
+_PAPER_RD_ALLOWED = ["psnr_2d", "ssim_2d", "psnr_3d", "ssim_3d", "lpips", "psnr_fg", "ssim_fg"]
+if not set(PAPER_RD_METRICS) <= set(_PAPER_RD_ALLOWED):
+    raise ValueError(f"config paper.rd_metrics: {sorted(set(PAPER_RD_METRICS) - set(_PAPER_RD_ALLOWED))} unknown; "
+                     f"choose from {_PAPER_RD_ALLOWED}")
+if str(PAPER_OPTS.get("bd_method", "pchip")) not in ("pchip", "akima", "cubic"):
+    raise ValueError("config paper.bd_method: one of pchip, akima, cubic")
+PAPER_BD_ARGS = "--method {} --min-points {} --min-overlap {}".format(
+    PAPER_OPTS.get("bd_method", "pchip"), int(PAPER_OPTS.get("bd_min_points", 4)),
+    float(PAPER_OPTS.get("bd_min_overlap", 0.75)))
 PAPER_TRAINING_TYPES = {"siren", "volmicro", "gaussianpile", "gs3d_slice"}
 # the parts of the config the paper outputs use (dataset modality, codec order/types, anchor, matched_bpp)
 PAPER_CFG = json.dumps(
     {k: config[k] for k in ("datasets", "codecs", "anchor", "matched_bpp", "paper") if k in config},
-    sort_keys=True,
-)
-PAPER_MATCHED_BPP = float((config.get("matched_bpp") or [0.073])[0])
+)  # not sort_keys: the config's order of datasets, codecs and rate points is the tables' order
+PAPER_MATCHED_BPP = float(PAPER_OPTS.get("qualitative_bpv") or (config.get("matched_bpp") or [0.073])[0])
+
+
+def paper_slice(wildcards):
+    """--slice of the qualitative figure: paper.qualitative_slice, one index or {dataset: index}."""
+    z = PAPER_OPTS.get("qualitative_slice")
+    if isinstance(z, dict):
+        z = z.get(wildcards.dataset)
+    return "" if z is None else f"--slice {int(z)}"
 
 
 wildcard_constraints:
     table="seed00[0-9]_table[0-9]+",
+
+
+# Datasets given by `path:` (behind a registration page, or without a published checksum): a
+# missing file is not a planning error. `snakemake -n` plans the whole run; the job that would
+# "make" a missing file stops with the dataset's `instructions:` (where to get it, how to convert
+# it). Only files missing when the workflow is parsed get this rule: an existing file is a plain
+# source file, so no rule (and no --forceall) can ever delete or replace a user's data.
+PAPER_MANUAL = {
+    str(e["path"]): (d, str(e.get("instructions", "")))
+    for d, e in config["datasets"].items()
+    if isinstance(e, dict) and e.get("path") and not os.path.exists(str(e["path"]))
+}
+
+if PAPER_MANUAL:
+
+    localrules:
+        manual_dataset,
+
+    rule manual_dataset:
+        output:
+            "{manual_source}",
+        wildcard_constraints:
+            manual_source="|".join(re.escape(p) for p in sorted(PAPER_MANUAL)),
+        params:
+            msg=lambda w: "volbench: error: dataset {d}: {p} does not exist; get the file by hand and place it "
+            "there ({i})".format(d=PAPER_MANUAL[w.manual_source][0], p=w.manual_source,
+                                  i=PAPER_MANUAL[w.manual_source][1] or "see the comment above its entry in the config"),
+        shell:
+            "echo {params.msg:q} >&2; exit 1"
 
 
 def _paper_codec_type(codec):
@@ -97,7 +152,7 @@ rule paper_bdrate:
         CONDA_ENV
     shell:
         "{VB} bdrate --summary {input} --config-json {params.cfg:q} --anchor {params.anchor:q}"
-        " --method pchip --out results/tables/paper > {log} 2>&1"
+        " {PAPER_BD_ARGS} --out results/tables/paper > {log} 2>&1"
         " || {{ tail -n 3 {log} >&2; exit 1; }}"
 
 
@@ -121,17 +176,12 @@ rule paper_rd:
     input:
         "results/tables/summary.csv",
     output:
-        psnr_2d=report("results/plots/{dataset}/rd_psnr_2d.png", caption="../report/paper_rd.rst",
-                       category="Rate-distortion (paper)", subcategory="{dataset}"),
-        psnr_3d=report("results/plots/{dataset}/rd_psnr_3d.png", caption="../report/paper_rd.rst",
-                       category="Rate-distortion (paper)", subcategory="{dataset}"),
-        ssim_3d=report("results/plots/{dataset}/rd_ssim_3d.png", caption="../report/paper_rd.rst",
-                       category="Rate-distortion (paper)", subcategory="{dataset}"),
-        lpips=report("results/plots/{dataset}/rd_lpips.png", caption="../report/paper_rd.rst",
-                     category="Rate-distortion (paper)", subcategory="{dataset}"),
+        [report(f"results/plots/{{dataset}}/rd_{m}.png", caption="../report/paper_rd.rst",
+                category="Rate-distortion (paper)", subcategory="{dataset}") for m in PAPER_RD_METRICS],
         pdfs=expand("results/plots/{{dataset}}/rd_{m}.pdf", m=PAPER_RD_METRICS),
     params:
         cfg=PAPER_CFG,
+        metrics=" ".join(PAPER_RD_METRICS),
     log:
         "logs/paper/rd_{dataset}.log",
     benchmark:
@@ -140,7 +190,7 @@ rule paper_rd:
         CONDA_ENV
     shell:
         "{VB} figures rd --summary {input} --config-json {params.cfg:q} --dataset {wildcards.dataset}"
-        " --out results/plots/{wildcards.dataset} > {log} 2>&1"
+        " --metrics {params.metrics} --out results/plots/{wildcards.dataset} > {log} 2>&1"
         " || {{ tail -n 3 {log} >&2; exit 1; }}"
 
 
@@ -200,6 +250,7 @@ rule paper_qualitative:
     params:
         cfg=PAPER_CFG,
         bpv=PAPER_MATCHED_BPP,
+        slice=paper_slice,
     log:
         "logs/paper/qualitative_{dataset}.log",
     benchmark:
@@ -208,6 +259,6 @@ rule paper_qualitative:
         CONDA_ENV
     shell:
         "{VB} figures qualitative --summary {input.summary} --results results --config-json {params.cfg:q}"
-        " --dataset {wildcards.dataset} --bpv {params.bpv} --out results/plots/{wildcards.dataset}/qualitative"
+        " --dataset {wildcards.dataset} --bpv {params.bpv} {params.slice} --out results/plots/{wildcards.dataset}/qualitative"
         " --out-errors results/plots/{wildcards.dataset}/error_maps > {log} 2>&1"
         " || {{ tail -n 3 {log} >&2; exit 1; }}"

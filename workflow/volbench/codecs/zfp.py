@@ -15,8 +15,12 @@ import numpy as np
 from ..errors import VolbenchError
 from .base import Codec, Encoded, VolumeInfo
 
+#: zfpy 1.0.1 aborts the whole process ("malloc(): invalid size") in fixed-rate mode below about
+#: 0.15 bits per value on 3D arrays; volbench refuses rates under this floor instead
+MIN_RATE = 0.25
+
 _KNOBS = {
-    "rate": ("rate", (0.05, 32.0), True, True),
+    "rate": ("rate", (MIN_RATE, 32.0), True, True),
     "accuracy": ("tolerance", (1e-3, 1e5), False, True),
     "precision": ("precision", (1, 32), True, False),
 }
@@ -40,6 +44,15 @@ class Zfp(Codec):
         mode = self.params["mode"]
         if mode not in ("rate", "accuracy", "precision", "reversible"):
             raise VolbenchError(f"codec zfp: mode must be rate, accuracy, precision or reversible, got {mode!r}")
+        if mode == "rate":
+            try:
+                rate = float(self.params["rate"])
+            except (TypeError, ValueError):
+                raise VolbenchError(f"codec zfp: rate must be a number of bits per voxel, got {self.params['rate']!r}")
+            if not MIN_RATE <= rate <= 32:
+                raise VolbenchError(
+                    f"codec zfp: rate {rate:g} is outside [{MIN_RATE:g}, 32] bits per voxel (zfpy aborts the "
+                    f"process below about 0.15); for lower rates use another codec or mode: accuracy")
 
     def encode(self, volume: np.ndarray, info: VolumeInfo) -> Encoded:
         import zfpy

@@ -85,8 +85,29 @@ def _finish(means: torch.Tensor, op: torch.Tensor, p: dict) -> dict[str, torch.T
     }
 
 
+@torch.no_grad()
+def calibrate_opacity(ops, init: dict, vol01: np.ndarray, spacing_w, sigma_z, mode, p: dict, device,
+                      n_slices: int = 4) -> dict:
+    """Scale all initial opacities by the least-squares gain c = <R, V> / <R, R> between the
+    rendered and the true axial slices (n_slices evenly spaced), clamped to [1e-3, 0.99]: with
+    additive rendering, overlapping grid Gaussians would otherwise start several times too bright."""
+    D = vol01.shape[0]
+    idx = np.unique(np.linspace(0, D - 1, min(D, n_slices)).round().astype(int))
+    g = {k: v.to(device) for k, v in init.items()}
+    r = render_stack(ops, g, D, vol01.shape[1:], spacing_w, mode, sigma_z, p, device, idx).double()
+    t = torch.from_numpy(np.ascontiguousarray(vol01[idx])).to(device).double()
+    rr = float((r * r).sum())
+    if rr <= 0:
+        return init
+    c = float((r * t).sum()) / rr
+    op = (torch.sigmoid(init["opacity"].double()) * c).clamp(1e-3, 0.99)
+    return dict(init, opacity=_logit(op.float()))
+
+
 def render(ops, g: dict, cams, image_shape, spacing_w, mode, sigma_z, p) -> torch.Tensor:
-    return ops.rasterize_slices(g["means"], g["log_scales"], g["quats"], torch.sigmoid(g["opacity"]), cams,
+    """Render slices; g["opacity"] holds raw logits, or g["alpha"] activated opacities."""
+    alpha = g["alpha"] if "alpha" in g else torch.sigmoid(g["opacity"])
+    return ops.rasterize_slices(g["means"], g["log_scales"], g["quats"], alpha, cams,
                                 tuple(image_shape), (spacing_w[1], spacing_w[2]), mode=mode,
                                 sigma_z=float(sigma_z), cutoff=float(p["cutoff"]),
                                 opacity_threshold=float(p["opacity_threshold"]))

@@ -23,7 +23,7 @@ import numpy as np
 import pandas as pd
 
 from ..errors import VolbenchError
-from .tables import METHOD_NAMES, Col, Context, Row, Table, atomic_write_text, ablation_mask, ok_rows
+from .tables import METHOD_NAMES, MISSING, Col, Context, Row, Table, atomic_write_text, ablation_mask, ok_rows
 
 DEFAULT_METHOD = "pchip"
 DEFAULT_MIN_POINTS = 4
@@ -137,6 +137,8 @@ def bd_frame(df_all: pd.DataFrame, anchor: str = "hevc", metrics=METRICS, method
                                 "rate_note": f"anchor {anchor} has no results on {ds}",
                                 "psnr_note": f"anchor {anchor} has no results on {ds}"})
                 else:
+                    q = pd.to_numeric(test[m], errors="coerce").to_numpy(dtype=float)
+                    rec["lossless"] = bool(q.size) and bool(np.isinf(q).any()) and not np.isfinite(q).any()
                     r = bd_pair(anc["bpv"], anc[m], test["bpv"], test[m], method, min_points, min_overlap)
                     rec.update({"bd_rate_pct": r["bd_rate"], "bd_psnr_db": r["bd_psnr"], "n_anchor": r["n_anchor"],
                                 "n_test": r["n_test"], "overlap_psnr": r["overlap_psnr"],
@@ -144,7 +146,7 @@ def bd_frame(df_all: pd.DataFrame, anchor: str = "hevc", metrics=METRICS, method
                                 "psnr_note": r["psnr_note"]})
                 recs.append(rec)
     cols = ["dataset", "codec", "codec_type", "anchor", "metric", "method", "rate", "n_anchor", "n_test",
-            "overlap_psnr", "overlap_rate", "bd_rate_pct", "bd_psnr_db", "rate_note", "psnr_note"]
+            "overlap_psnr", "overlap_rate", "bd_rate_pct", "bd_psnr_db", "rate_note", "psnr_note", "lossless"]
     return pd.DataFrame(recs, columns=cols)
 
 
@@ -156,12 +158,18 @@ def bd_table(frame: pd.DataFrame, anchor: str, method: str = DEFAULT_METHOD, min
         cols.append(Col(f"rate|{m}", "BD-rate", label.get(m, m), "min", "pct"))
         cols.append(Col(f"psnr|{m}", "BD-PSNR (dB)", label.get(m, m), "max", "db"))
     rows = []
+    lossless: dict[str, None] = {}
     for (ds, codec), g in frame.groupby(["dataset", "codec"], sort=False):
+        if g["rate_note"].astype(str).str.startswith(f"anchor {anchor} has no results").all():
+            continue  # the dataset has no anchor curve: one note below instead of a row of reasons
+        if "lossless" in g.columns and g["lossless"].fillna(False).astype(bool).all():
+            lossless.setdefault(str(codec), None)  # no finite PSNR: no curve to compare
+            continue
         vals: dict[str, Any] = {}
         for _, r in g.iterrows():
             m = r["metric"]
-            vals[f"rate|{m}"] = r["bd_rate_pct"] if pd.notna(r["bd_rate_pct"]) else (r["rate_note"] or "–")
-            vals[f"psnr|{m}"] = r["bd_psnr_db"] if pd.notna(r["bd_psnr_db"]) else (r["psnr_note"] or "–")
+            vals[f"rate|{m}"] = r["bd_rate_pct"] if pd.notna(r["bd_rate_pct"]) else (r["rate_note"] or MISSING)
+            vals[f"psnr|{m}"] = r["bd_psnr_db"] if pd.notna(r["bd_psnr_db"]) else (r["psnr_note"] or MISSING)
         ctype = g["codec_type"].iloc[0]
         name = METHOD_NAMES.get(ctype, codec) + (f" [{codec}]" if codec != ctype else "")
         rows.append(Row(name, vals, ds, meta={"dataset": ds, "codec": codec}))
@@ -170,7 +178,14 @@ def bd_table(frame: pd.DataFrame, anchor: str, method: str = DEFAULT_METHOD, min
              f"BD-PSNR = better than the anchor. A number needs >= {min_points} distinct finite points per curve "
              f"(lossless points left out) and >= {min_overlap:.0%} overlap of the curves' ranges; otherwise the "
              f"reason is given."]
-    if not rows:
+    if lossless:
+        notes.insert(0, "Not compared (lossless on the dataset: every point has infinite PSNR, so there is no "
+                        f"rate-distortion curve): {', '.join(lossless)}.")
+    no_anchor = [str(d) for d, g in frame.groupby("dataset", sort=False)
+                 if g["rate_note"].astype(str).str.startswith(f"anchor {anchor} has no results").all()]
+    if no_anchor and len(no_anchor) < frame["dataset"].nunique():
+        notes.insert(0, f"Skipped (the anchor {anchor} has no results there): {', '.join(no_anchor)}.")
+    if frame.empty:
         notes.insert(0, f"No codec to compare: the summary has no codec besides the anchor {anchor} (set `anchor:` "
                         "in the config to a codec instance that exists).")
     return Table("bdrate", f"BD-rate and BD-PSNR against {anchor}", cols, rows, notes, block_header="Dataset")
@@ -185,6 +200,12 @@ def write_bdrate(df: pd.DataFrame, out_dir, anchor: str = "hevc", method: str = 
 
     frame = bd_frame(df, anchor, METRICS, method, min_points, min_overlap, ctx)
     table = bd_table(frame, anchor, method, min_points, min_overlap)
+    ok = ok_rows(df)
+    if anchor not in set(ok["codec"]):
+        others = ", ".join(sorted(set(ok["codec"]) - {anchor})) or "none"
+        table.notes.insert(0, f"The anchor {anchor} has no results in this run (not a codec instance of the config, "
+                              f"or every cell of it failed): no BD numbers. Set `anchor:` in the config to one of "
+                              f"the instances that ran ({others}).")
     out_dir = Path(out_dir)
     paths = []
     for ext, text in (("csv", frame.to_csv(index=False)), ("md", to_markdown(table)), ("tex", to_latex(table)),

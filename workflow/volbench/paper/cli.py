@@ -96,7 +96,8 @@ def cmd_figures(args) -> None:
     if kind in ("training", "qualitative") and not args.results:
         raise VolbenchError(f"figures {kind}: give --results (the results folder)")
     if kind == "rd":
-        paths = figures.rd_curves(load_summary(args.summary), args.dataset, args.out, ctx)
+        metrics = tuple(args.metrics) if args.metrics else tuple(figures.RD_METRICS)
+        paths = figures.rd_curves(load_summary(args.summary), args.dataset, args.out, ctx, metrics)
     elif kind == "bubble":
         paths = figures.bubble_chart(load_summary(args.summary), _base(args.out), ctx)
     elif kind == "training":
@@ -168,6 +169,9 @@ def register(subparsers) -> None:
     s.add_argument("--out-errors", default=None, help="qualitative: base path of the error maps")
     s.add_argument("--bpv", type=float, default=None, help="qualitative: matched bpv (default: first matched_bpp)")
     s.add_argument("--slice", type=int, default=None, help="qualitative: slice index (default: most structured)")
+    s.add_argument("--metrics", nargs="+", default=None,
+                   choices=["psnr_2d", "ssim_2d", "psnr_3d", "ssim_3d", "lpips", "psnr_fg", "ssim_fg"],
+                   help="rd: the summary columns to plot (default psnr_2d psnr_3d ssim_3d lpips)")
     common(s, results=True)
     s.set_defaults(func=cmd_figures)
 

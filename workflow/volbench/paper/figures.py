@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import matplotlib
+import matplotlib.ticker
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
@@ -31,7 +32,12 @@ from ..errors import VolbenchError  # noqa: E402
 from .tables import METHOD_NAMES, TYPE_ORDER, Context, ablation_mask, fmt_duration, ok_rows  # noqa: E402
 
 RD_METRICS = {"psnr_2d": "2D PSNR (dB)", "psnr_3d": "3D PSNR (dB)", "ssim_3d": "3D SSIM", "lpips": "LPIPS"}
+#: further summary columns rd_curves can plot (config paper.rd_metrics)
+METRIC_LABELS = {**RD_METRICS, "ssim_2d": "2D SSIM", "psnr_fg": "foreground PSNR (dB)", "ssim_fg": "foreground SSIM"}
 TRAINING_TYPES = ("siren", "volmicro", "gaussianpile", "gs3d_slice")
+#: history.csv column names accepted for each panel (the contract's name first)
+HISTORY_ALIASES = {"loss": ("loss",), "psnr": ("psnr", "psnr_db"), "mse": ("mse",),
+                   "n_gaussians": ("n_gaussians", "gaussians")}
 _COLORS = {t: plt.get_cmap("tab10")(i) for i, t in enumerate(TYPE_ORDER)}
 _MARKERS = {t: m for t, m in zip(TYPE_ORDER, "osD^v<>P")}
 #: figure fonts stay small and fixed so the outputs do not depend on the user's matplotlibrc
@@ -90,9 +96,12 @@ def rd_curves(df_all: pd.DataFrame, dataset: str, out_dir: str | os.PathLike, ct
             fig, ax = plt.subplots(figsize=(4.2, 3.2))
             n = 0
             lossless = []
+            seen_types: dict[str, int] = {}
             for i, codec in enumerate(ctx.codec_order(df)):
                 sub = df[df["codec"] == codec]
                 ctype = sub["codec_type"].iloc[0]
+                k = seen_types.get(ctype, 0)  # 2nd, 3rd ... instance of a codec type: dashed, open markers
+                seen_types[ctype] = k + 1
                 pts = sub[["bpv", m]].astype(float)
                 pts = pts[np.isfinite(pts["bpv"]) & (pts["bpv"] > 0)].sort_values("bpv")
                 fin = pts[np.isfinite(pts[m])]
@@ -101,7 +110,9 @@ def rd_curves(df_all: pd.DataFrame, dataset: str, out_dir: str | os.PathLike, ct
                         lossless.append((codec, ctype, float(pts["bpv"].min())))
                     continue
                 st = _style(ctype, i)
-                ax.plot(fin["bpv"], fin[m], linestyle="-", markersize=4, label=_label(codec, ctype), **st)
+                extra = {} if k == 0 else {"markerfacecolor": "none"}
+                ax.plot(fin["bpv"], fin[m], linestyle=("-", "--", "-.", ":")[k % 4], markersize=4,
+                        label=_label(codec, ctype), **st, **extra)
                 n += 1
             for codec, ctype, bpv in lossless:
                 ax.axvline(bpv, linestyle=":", color=_style(ctype, 0)["color"], label=_label(codec, ctype) + ("" if "lossless" in _label(codec, ctype) else " (lossless)"))
@@ -113,10 +124,10 @@ def rd_curves(df_all: pd.DataFrame, dataset: str, out_dir: str | os.PathLike, ct
             else:
                 ax.set_xscale("log")
                 ax.set_xlabel("bits per voxel (bpv)")
-                ax.set_ylabel(RD_METRICS.get(m, m))
+                ax.set_ylabel(METRIC_LABELS.get(m, m))
                 ax.grid(True, which="both", linewidth=0.3, alpha=0.5)
                 ax.legend(loc="best", frameon=False)
-            ax.set_title(f"{dataset}: {RD_METRICS.get(m, m)} vs rate")
+            ax.set_title(f"{dataset}: {METRIC_LABELS.get(m, m)} vs rate")
             paths += save_figure(fig, Path(out_dir) / f"rd_{m}")
     return paths
 
@@ -129,6 +140,7 @@ def bubble_chart(df_all: pd.DataFrame, out_base: str | os.PathLike, ctx: Context
     df = ok_rows(df_all)
     df = df[~ablation_mask(df)]
     recs = []
+    lossless: dict[str, None] = {}
     for codec in ctx.codec_order(df):
         sub = df[df["codec"] == codec]
         for point, g in sub.groupby("point", sort=False):
@@ -136,6 +148,8 @@ def bubble_chart(df_all: pd.DataFrame, out_base: str | os.PathLike, ctx: Context
             q = q[np.isfinite(q)]
             speed = g["decode_mvox_s"].astype(float)
             speed = speed[np.isfinite(speed) & (speed > 0)]
+            if q.empty and np.isinf(g[psnr].astype(float)).any():
+                lossless.setdefault(_label(codec, g["codec_type"].iloc[0]), None)
             if q.empty or speed.empty:
                 continue
             recs.append({"codec": codec, "ctype": g["codec_type"].iloc[0], "point": point, "psnr": q.mean(),
@@ -158,17 +172,25 @@ def bubble_chart(df_all: pd.DataFrame, out_base: str | os.PathLike, ctx: Context
                 ax.scatter(row["speed"], row["psnr"], s=sizes[i], color=st["color"], alpha=0.45, edgecolors="k",
                            linewidths=0.5, label=None if lab in seen else lab)
                 seen.add(lab)
-                ax.annotate(fmt_duration(row["minutes"] * 60), (row["speed"], row["psnr"]), fontsize=6,
-                            ha="center", va="center")
+                several = int((r["codec"] == row["codec"]).sum()) > 1
+                text = (f"{row['point']}\n" if several else "") + fmt_duration(row["minutes"] * 60)
+                ax.annotate(text, (row["speed"], row["psnr"]), fontsize=5.5, ha="center", va="center")
             ax.margins(0.18)
             ax.set_xscale("log")
+            plain = matplotlib.ticker.FuncFormatter(lambda v, _pos: f"{v:g}")
+            ax.xaxis.set_major_formatter(plain)
+            ax.xaxis.set_minor_formatter(matplotlib.ticker.FuncFormatter(
+                lambda v, _pos: f"{v:g}" if f"{v:.1g}"[0] in "25" else ""))
             ax.set_xlabel("decode speed (MVox/s, geometric mean over datasets)")
             ax.set_ylabel(f"mean {RD_METRICS.get(psnr, psnr)}")
             ax.grid(True, which="both", linewidth=0.3, alpha=0.5)
             leg = ax.legend(loc="best", frameon=False, markerscale=0.4)
             for h in leg.legend_handles:
                 h.set_sizes([30])
-        ax.set_title("PSNR - decode speed - training time (circle area = encode minutes)")
+        if lossless:
+            ax.text(0.01, 0.01, "not shown (lossless, PSNR = ∞): " + ", ".join(lossless), transform=ax.transAxes,
+                    fontsize=6, color="0.35", ha="left", va="bottom")
+        ax.set_title("PSNR - decode speed - training time (circle area = encode time)")
         return save_figure(fig, out_base)
 
 
@@ -208,12 +230,14 @@ def training_dynamics(results: str | os.PathLike, dataset: str, out_base: str | 
             if "iteration" not in h.columns:
                 raise VolbenchError(f"{path}: history.csv has no 'iteration' column; re-run that encode job")
             ctype = types.get(codec, codec)
-            st = _style(ctype, i)
+            st = {"color": plt.get_cmap("tab10")(i % 10)}  # one colour per history (codec x point)
             lab = _label(codec, ctype) + f" ({point})"
             for k, (col, title, logy) in enumerate(panels):
-                if col not in h.columns or not h[col].notna().any():
+                src = next((a for a in HISTORY_ALIASES.get(col, (col,)) if a in h.columns and h[a].notna().any()),
+                           None)
+                if src is None:
                     continue
-                y = h[col].astype(float)
+                y = pd.to_numeric(h[src], errors="coerce").astype(float)
                 ax = axes[k]
                 ax.plot(h["iteration"], y, color=st["color"], linewidth=0.9, label=lab)
                 if col == "psnr":
@@ -230,7 +254,7 @@ def training_dynamics(results: str | os.PathLike, dataset: str, out_base: str | 
                 axes[k].set_xlabel("iteration")
                 axes[k].grid(True, linewidth=0.3, alpha=0.5)
             else:
-                _no_data(axes[k], f"no '{col}' column in any history.csv of {dataset}")
+                _no_data(axes[k], f"no '{col}' column in any\nhistory.csv of {dataset}")
         if any(used):
             handles, labels = axes[used.index(True)].get_legend_handles_labels()
             fig.legend(handles, labels, loc="lower center", ncol=min(3, max(1, len(labels))), frameon=False)
@@ -318,7 +342,12 @@ def qualitative(df_all: pd.DataFrame, results: str | os.PathLike, dataset: str, 
     w = 2.1
     paths = []
     with plt.rc_context(_RC):
-        fig, axes = plt.subplots(2, n, figsize=(w * n, 2 * w * aspect + 0.9), squeeze=False)
+        # height from the image size the columns leave (equal aspect), plus room for the titles
+        cell = w * 0.92
+        height = 2 * cell * aspect * 1.05 + 0.85
+        fig, axes = plt.subplots(2, n, figsize=(w * n, height), squeeze=False,
+                                 gridspec_kw={"hspace": 0.04, "wspace": 0.04, "left": 0.03, "right": 0.99,
+                                              "bottom": 0.01, "top": 1 - 0.8 / height})
         for j, (name, r, s, mip, p) in enumerate(panels):
             for i, img in enumerate((s, mip)):
                 ax = axes[i, j]

@@ -52,6 +52,8 @@ TYPE_ORDER = ["hevc", "jpeg2000", "zfp", "zstd", "siren", "gs3d_slice", "volmicr
 ABLATION_PREFIX = "ablation_"
 #: seed 001 averages its metrics over 2D slices: its tables use the slice-averaged metrics
 SEED001_PSNR, SEED001_SSIM = "psnr_2d", "ssim_2d"
+#: what a cell without a value shows (Markdown/HTML; LaTeX: ---)
+MISSING = "—"
 #: the matched bitrate of seed 001 (bits per voxel)
 DEFAULT_MATCHED_BPP = 0.073
 
@@ -215,8 +217,8 @@ def _rank_key(col: Col, v: Any) -> float | None:
         return float(f"{f:.3g}")
     if col.kind == "mb":
         return round(f, _mb_decimals(f))
-    if col.kind == "seconds":
-        return round(f, 1) if f < 10 else round(f)
+    if col.kind == "seconds":  # as fmt_duration shows it
+        return round(f, 3) if f < 0.1 else round(f, 1) if f < 10 else round(f)
     return round(f, DECIMALS.get(col.kind, 3))
 
 
@@ -246,8 +248,10 @@ def best_marks(table: Table) -> dict[tuple[int, str], str]:
 
 
 def fmt_duration(seconds: float) -> str:
-    """Like the papers: 1h24m, 8m9s, 42s, 0.8s."""
+    """Like the papers: 1h24m, 8m9s, 42s, 0.8s (and 4ms below 0.1 s)."""
     s = float(seconds)
+    if s < 0.1:
+        return f"{s * 1000:.0f}ms"
     if s < 10:
         return f"{s:.1f}s"
     s = int(round(s))
@@ -266,7 +270,7 @@ def fmt_value(col: Col, v: Any, style: str = "md") -> str:
         return v
     f = _num(v)
     if f is None:
-        return "–" if style != "tex" else "--"
+        return MISSING if style != "tex" else "---"
     if math.isinf(f):
         inf = "$\\infty$" if style == "tex" else "∞"
         return inf if f > 0 else "-" + inf
@@ -311,7 +315,7 @@ def tex_escape(s: str) -> str:
     s = s.replace("σz", "\x00SZ\x00").replace("δz", "\x00DZ\x00")
     rep = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
            "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\^{}", "σ": r"$\sigma$",
-           "δ": r"$\delta$", "×": r"$\times$", "–": "--", "∞": r"$\infty$", "Δ": r"$\Delta$",
+           "δ": r"$\delta$", "×": r"$\times$", "–": "--", "—": "---", "∞": r"$\infty$", "Δ": r"$\Delta$",
            "↑": r"$\uparrow$", "↓": r"$\downarrow$", "≥": r"$\geq$", "<": r"$<$", ">": r"$>$"}
     out = "".join(rep.get(ch, ch) for ch in s)
     return out.replace("\x00SZ\x00", "$\\sigma_z$").replace("\x00DZ\x00", "$\\delta_z$")
@@ -505,6 +509,19 @@ class Context:
         return sorted(names, key=lambda c: (TYPE_ORDER.index(types[c]) if types[c] in TYPE_ORDER else 99,
                                             names.index(c)))
 
+    def point_order(self, codec: str) -> list[str]:
+        """The rate point labels of a codec instance in config order (empty when unknown)."""
+        entry = (self.config.get("codecs") or {}).get(codec) or {}
+        out = []
+        for rp in entry.get("rate_points") or []:
+            try:
+                from ..config import point_label
+
+                out.append(point_label(dict(rp)))
+            except Exception:
+                continue
+        return out
+
     def dataset_order(self, df: pd.DataFrame) -> list[str]:
         names = list(dict.fromkeys(df["dataset"]))
         cfg = list((self.config.get("datasets") or {}).keys())
@@ -542,7 +559,10 @@ def _method_rows(df: pd.DataFrame, ctx: Context) -> list[tuple[str, str, str]]:
     out = []
     for codec in order:
         sub = main[main["codec"] == codec]
-        for point in dict.fromkeys(sub["point"]):
+        cfg_points = ctx.point_order(codec)
+        points = list(dict.fromkeys(sub["point"]))
+        points = [p for p in cfg_points if p in points] + [p for p in points if p not in cfg_points]
+        for point in points:
             out.append((codec, sub["codec_type"].iloc[0], point))
     return out
 
@@ -596,7 +616,29 @@ def _wide(name: str, title: str, df_all: pd.DataFrame, ctx: Context, datasets: l
         if any(v is not None and not (isinstance(v, float) and math.isnan(v)) for v in vals.values()):
             rows.append(Row(label, vals, meta={"codec": codec, "point": point}))
     notes = [] if rows else [empty_note]
+    if rows:
+        missing = _missing_instances(ctx, {r.meta["codec"] for r in rows})
+        rows += [Row(lab, {c.key: None for c in cols}, meta={"codec": codec, "point": ""}) for codec, lab in missing]
+        notes += _missing_note(missing)
     return Table(name, title, cols, rows, notes + _failed_note(df_all, datasets))
+
+
+def _missing_instances(ctx: Context, present: set[str]) -> list[tuple[str, str]]:
+    """(codec, label) of the configured main instances without any row in a table."""
+    out = []
+    for codec, entry in (ctx.config.get("codecs") or {}).items():
+        if is_ablation(codec) or codec in present:
+            continue
+        ctype = str((entry or {}).get("codec", codec))
+        out.append((codec, METHOD_NAMES.get(ctype, codec) + (f" [{codec}]" if codec != ctype else "")))
+    return out
+
+
+def _missing_note(missing: list[tuple[str, str]]) -> list[str]:
+    if not missing:
+        return []
+    return [f"{MISSING} = no result: configured codec instance(s) {', '.join(c for c, _ in missing)} have no "
+            "successful cell here (not run yet, or failed: see summary.csv 'error')."]
 
 
 def _metric(r: pd.Series, m: str, ctx: Context) -> Any:
@@ -664,7 +706,7 @@ def pretty_param(key: str, value: Any, codec_type: str = "", dz: float | None = 
     if k in _COUNT_KEYS and f is not None:
         sym = "N" if codec_type == "volmicro" else "M"
         return f"{sym} = {f / 1000:g}k" if f >= 1000 else f"{sym} = {f:g}"
-    if k in ("init", "initialisation", "initialization", "init_mode") and isinstance(value, str):
+    if k in _INIT_KEYS and isinstance(value, str):
         return f"Init. = {value.capitalize()}"
     off = value in (False, None) or str(value).lower() in ("none", "off", "false", "uniform", "0")
     if "gate" in k and off:
@@ -691,9 +733,21 @@ def resolved_params(codec_type: str, params: dict[str, Any]) -> dict[str, Any]:
         try:
             from ..codecs.base import get_codec
 
-            _RESOLVED[key] = dict(get_codec(codec_type)(**params).params)
+            cls = get_codec(codec_type)
         except Exception:
             _RESOLVED[key] = dict(params)
+            return _RESOLVED[key]
+        try:
+            _RESOLVED[key] = dict(cls(**params).params)
+        except Exception:
+            # a parameter only a variant knows (a codec loaded through config `module:`):
+            # resolve the others, keep it as given
+            known = {k: v for k, v in params.items() if k in cls.defaults}
+            extra = {k: v for k, v in params.items() if k not in cls.defaults}
+            try:
+                _RESOLVED[key] = {**cls(**known).params, **extra}
+            except Exception:
+                _RESOLVED[key] = dict(params)
     return _RESOLVED[key]
 
 
@@ -724,13 +778,16 @@ def ablation_entries(df: pd.DataFrame, codec_type: str, keep: Callable[[set[str]
     return out
 
 
+_INIT_KEYS = ("init", "initialisation", "initialization", "init_mode")
+
+
 def pretty_key(key: str) -> str:
     k = key.lower()
     if "sigma_z" in k:
         return "σz"
     if k in _COUNT_KEYS:
         return "M / N"
-    if k in ("init", "initialisation", "initialization", "init_mode"):
+    if k in _INIT_KEYS:
         return "Init."
     return key
 
@@ -784,6 +841,8 @@ def _ablation_table(name: str, title: str, df_all: pd.DataFrame, ctx: Context, c
             for k in key.split("+") if key else []:
                 if "sigma_z" in k and p.get(k) is None:
                     p[k] = ctx.sigma_z(ds)  # the codec's fallback: the dataset's sigma_z, else dz
+                if k.lower() in _INIT_KEYS and p.get(k) is None:
+                    p[k] = "random"  # a codec without the parameter: gaussianpile's random initialisation
             return p
 
         members = []
@@ -860,6 +919,8 @@ def _gp_ref_label(key: str, params: dict[str, Any], dz: float | None = None) -> 
     parts = []
     for k in key.split("+"):
         v = params.get(k)
+        if v is None and k.lower() in _INIT_KEYS:
+            v = "random"  # the gaussianpile codec's own initialisation (seed 000: random)
         parts.append(pretty_param(k, v, "gaussianpile", dz) if v is not None else f"{pretty_key(k)} = default")
     return ", ".join(parts)
 
@@ -895,6 +956,7 @@ def seed001_table2(df_all: pd.DataFrame, ctx: Context) -> Table:
             Col("compression_ratio", "Ratio", "", "max", "ratio"),
             Col("size_mb", "Size (MB)", "", "min", "mb", True)]
     rows = []
+    missing_all: dict[str, str] = {}
     methods = _method_rows(df, ctx)
     labels = _labels(methods)
     for ds in ctx.dataset_order(df):
@@ -904,7 +966,12 @@ def seed001_table2(df_all: pd.DataFrame, ctx: Context) -> Table:
                 continue
             rows.append(Row(labels[(codec, point)], {c.key: _metric(r, c.key, ctx) for c in cols}, ds,
                             meta={"dataset": ds, "codec": codec, "point": point}))
+        present = {r.meta["codec"] for r in rows if r.block == ds}
+        for codec, lab in _missing_instances(ctx, present):
+            rows.append(Row(lab, {c.key: None for c in cols}, ds, meta={"dataset": ds, "codec": codec, "point": ""}))
+            missing_all.setdefault(codec, lab)
     notes = [] if rows else ["No rows: run config/paper.yaml to fill this table."]
+    notes += _missing_note(list(missing_all.items()))
     notes.append("bpv = bits per voxel = 8 x container bytes / voxels; best in bold, second best "
                  "underlined, per dataset.")
     return Table("seed001_table2", "Seed 001 Table 2. Rate-distortion at each codec's rate points", cols,

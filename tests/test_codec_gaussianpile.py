@@ -1,0 +1,200 @@
+"""GaussianPile codec (seed 000 sec. 4-5): slice training with the focus model, the Morton /
+quantised file and its 'w/o quantisation' variant, decode by voxelization (whose slices are the
+rendered slices), ROI decode, errors, determinism, presets and rate control."""
+
+from __future__ import annotations
+
+import csv
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from volbench import container  # noqa: E402
+from volbench.codecs.base import VolumeInfo, _full_header, decode_bytes, encode_volume, file_size  # noqa: E402
+from volbench.codecs.gaussianpile import GaussianPile, decode_roi  # noqa: E402
+from volbench.errors import CorruptFile, VolbenchError  # noqa: E402
+from volbench.gaussfit import fileformat, morton  # noqa: E402
+from volbench.gaussfit.slicecodec import render_slices  # noqa: E402
+
+WORKFLOW = Path(__file__).resolve().parents[1] / "workflow"
+
+FAST = dict(iterations=60, n_gaussians=250, max_gaussians=400, densify_from=20, densify_until=45,
+            densify_interval=10, log_every=20, eval_slices=4, progress=False,
+            position_lr=2e-3, opacity_lr=5e-2, scale_lr=1e-2)
+
+
+def blobs(shape=(8, 24, 24), seed=0, peak=250):
+    rng = np.random.default_rng(seed)
+    z, y, x = np.meshgrid(*[np.arange(s) for s in shape], indexing="ij")
+    v = np.zeros(shape)
+    for _ in range(4):
+        c = rng.uniform(0.25, 0.75, 3) * np.array(shape)
+        s = rng.uniform(1.5, 3.0, 3)
+        v += rng.uniform(0.5, 1.0) * np.exp(-0.5 * (((z - c[0]) / s[0]) ** 2 + ((y - c[1]) / s[1]) ** 2
+                                                   + ((x - c[2]) / s[2]) ** 2))
+    return (v / v.max() * peak).astype(np.uint8)
+
+
+def psnr(a, b, peak):
+    mse = np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2)
+    return 10 * math.log10(peak ** 2 / mse)
+
+
+@pytest.fixture(scope="module")
+def encoded(tmp_path_factory):
+    vol = blobs()
+    wd = tmp_path_factory.mktemp("gp")
+    info = VolumeInfo(name="blobs", spacing=(2.0, 1.0, 1.0), seed=1, device="cpu", threads=2, workdir=wd)
+    data, record = encode_volume("gaussianpile", FAST, vol, info)
+    path = wd / "v.vbc"
+    path.write_bytes(data)
+    return vol, data, record, path, wd
+
+
+def test_trains_to_psnr_with_quantised_file(encoded):
+    vol, data, record, path, wd = encoded
+    out, header = decode_bytes(data, device="cpu")
+    assert out.shape == vol.shape and out.dtype == vol.dtype
+    peak = float(vol.max())
+    base = psnr(np.zeros_like(vol), vol, peak)
+    got = psnr(out, vol, peak)
+    assert got > PSNR_MIN and got > base + 6.0, (got, base)
+    ch = header["codec_header"]
+    assert ch["format"] == "quantised" and ch["bits"] == {"position": 14, "opacity": 12, "scale": 12, "rotation": 12}
+    assert ch["sigma_z_w"] == pytest.approx(2.0)  # sigma_z defaults to dz (= 2 in-plane pixels)
+    assert ch["mode"] == "focus" and ch["volume_model"] == "focus"
+    # the payload is the streams and nothing else; the file is the container around it
+    _, payload = container.unpack(data)
+    g = fileformat.unpack_quantised(ch, payload)
+    assert len(g["means"]) == ch["n"] <= FAST["max_gaussians"]
+    lo, hi = np.array(ch["bbox_lo"]), np.array(ch["bbox_hi"])
+    q = np.rint((g["means"].astype(np.float64) - lo) / np.where(hi > lo, hi - lo, 1) * 16383).astype(np.int64)
+    assert np.all(np.diff(morton.encode(q).astype(np.int64)) >= 0)
+    rows = list(csv.DictReader(open(wd / "history.csv")))
+    assert {"iteration", "loss", "psnr", "mse", "n_gaussians", "seconds"} <= set(rows[0])
+    assert rows[-1]["stage"] == "decoded_file"
+    assert abs(float(rows[-1]["psnr"]) - psnr(out / peak, vol / peak, 1.0)) < 0.2
+    assert float(rows[-2]["psnr"]) > float(rows[0]["psnr"]) + 3
+
+
+PSNR_MIN = 24.0
+
+
+def test_decoded_slices_are_rendered_slices(encoded):
+    """The focus codec's volume is the mixture whose axial slices are the rendered slices."""
+    vol, data, record, path, wd = encoded
+    out, _ = decode_bytes(data, device="cpu")
+    rendered = render_slices(path, "gaussianpile", device="cpu")
+    assert rendered.shape == vol.shape and rendered.dtype == vol.dtype
+    # equal up to the two cutoffs (3 sigma in 3D vs 3 sigma in 2D + opacity culling) and rounding
+    # (the voxelizer drops terms beyond 3 sigma in 3D, the renderer beyond 3 sigma in the slice plane:
+    # they differ only in tails below exp(-4.5) of a Gaussian's peak)
+    diff = np.abs(rendered.astype(np.int64) - out.astype(np.int64))
+    assert np.mean(diff <= 1) > 0.93 and diff.max() <= 0.1 * vol.max()
+    peak = float(vol.max())
+    assert psnr(rendered, out, peak) > 35.0
+    assert abs(psnr(rendered, vol, peak) - psnr(out, vol, peak)) < 0.5
+    # a subset of slices
+    assert np.array_equal(render_slices(path, "gaussianpile", indices=[1, 5], device="cpu"), rendered[[1, 5]])
+
+
+def test_decode_in_fresh_process_matches(encoded, tmp_path):
+    vol, data, record, path, wd = encoded
+    here, _ = decode_bytes(data, device="cpu")
+    npy = tmp_path / "out.npy"
+    code = ("import sys, numpy as np; from volbench.codecs import decode_file; "
+            "a, _ = decode_file(sys.argv[1], device='cpu'); np.save(sys.argv[2], a)")
+    env = dict(os.environ, PYTHONPATH=str(WORKFLOW))
+    subprocess.run([sys.executable, "-c", code, str(path), str(npy)], check=True, env=env, timeout=300)
+    assert np.array_equal(np.load(npy), here)
+
+
+def test_roi_decode_equals_crop(encoded):
+    vol, data, record, path, wd = encoded
+    full, _ = decode_bytes(data, device="cpu")
+    part = decode_roi(path, (2, 7, 3, 20, 0, 11), device="cpu")
+    assert np.array_equal(part, full[2:7, 3:20, 0:11])
+    with pytest.raises(VolbenchError):
+        decode_roi(path, (0, 9, 0, 4, 0, 4), device="cpu")
+
+
+def test_corrupt_and_truncated_files(encoded):
+    vol, data, record, path, wd = encoded
+    with pytest.raises(CorruptFile):
+        decode_bytes(data[:-7], device="cpu")
+    header, payload = container.unpack(data)
+    with pytest.raises(CorruptFile, match="stream table"):
+        decode_bytes(container.pack(header, payload[:-1]), device="cpu")  # valid CRC, short stream
+    bad = bytearray(payload)
+    bad[40] ^= 0x5A
+    with pytest.raises(CorruptFile):
+        decode_bytes(container.pack(header, bytes(bad)), device="cpu")
+    h2 = dict(header, codec_header=dict(header["codec_header"], volume_model="cube"))
+    with pytest.raises(CorruptFile, match="volume_model"):
+        decode_bytes(container.pack(h2, payload), device="cpu")
+    h3 = dict(header, codec_header={k: v for k, v in header["codec_header"].items() if k != "vmin"})
+    with pytest.raises(CorruptFile, match="vmin"):
+        decode_bytes(container.pack(h3, payload), device="cpu")
+
+
+def test_noquant_variant_is_44_bytes_per_gaussian_and_deterministic(tmp_path):
+    vol = blobs((6, 16, 16), seed=3)
+    info = VolumeInfo(spacing=(1.0, 1.0, 1.0), seed=7, device="cpu", threads=1)
+    p = dict(FAST, iterations=12, n_gaussians=60, max_gaussians=90, densify_from=4, densify_until=8,
+             densify_interval=4, log_every=6, quantize=False)
+    a = GaussianPile(**p).encode(vol, info)
+    b = GaussianPile(**p).encode(vol, info)
+    assert a.payload == b.payload and a.header == b.header
+    n = a.header["n"]
+    assert a.header["format"] == "raw" and len(a.payload) == 8 + 44 * n
+    empty = container.pack(_full_header("gaussianpile", a.header, vol.shape, vol.dtype), b"")
+    assert file_size(a, vol.shape, vol.dtype, "gaussianpile") == len(empty) + 8 + 44 * n
+    # quantising the same Gaussians gives a smaller file and nearly the same volume
+    q = GaussianPile(**dict(p, quantize=True)).encode(vol, info)
+    assert len(q.payload) < len(a.payload)
+    da = GaussianPile.decode(a.header, a.payload, vol.shape, np.float32)
+    dq = GaussianPile.decode(q.header, q.payload, vol.shape, np.float32)
+    assert np.abs(da - dq).max() < 0.02 * vol.max()
+
+
+def test_sigma_z_and_presets():
+    assert GaussianPile(preset="paper").params["iterations"] == 30_000
+    assert GaussianPile(preset="paper").params["n_gaussians"] == 1_000_000
+    pp = GaussianPile(preset="paper").params
+    assert (pp["position_lr"], pp["opacity_lr"], pp["scale_lr"], pp["rotation_lr"]) == (6e-4, 2e-2, 2e-3, 1e-3)
+    assert (pp["densify_from"], pp["densify_until"], pp["densify_grad_threshold"], pp["min_opacity"]) == \
+        (500, 25_000, 5e-5, 0.02)
+    assert pp["lambda_dssim"] == 0.2 and pp["lr_final_factor"] == 0.1 and pp["init"] == "random"
+    assert GaussianPile(preset="paper", iterations=10_000).params["iterations"] == 10_000
+    c = GaussianPile()
+    assert c.sigma_z_physical(VolumeInfo(spacing=(3.0, 1.0, 1.0))) == 3.0
+    assert c.sigma_z_physical(VolumeInfo(spacing=(3.0, 1.0, 1.0), sigma_z=1.5)) == 1.5
+    assert GaussianPile(sigma_z=0.5).sigma_z_physical(VolumeInfo(spacing=(3.0, 1.0, 1.0), sigma_z=1.5)) == 0.5
+    with pytest.raises(VolbenchError):
+        GaussianPile(sigma_z=-1.0)
+    with pytest.raises(VolbenchError):
+        GaussianPile(position_bits=30)
+    with pytest.raises(VolbenchError):
+        GaussianPile(init="sphere")
+
+
+def test_target_bpp_fits_budget():
+    vol = blobs((6, 16, 16), seed=5)
+    info = VolumeInfo(seed=0, device="cpu", threads=1)
+    codec = GaussianPile(**dict(FAST, iterations=6, n_gaussians=400, max_gaussians=400, densify_from=2,
+                                densify_until=4, densify_interval=2, log_every=3))
+    target = 8.0  # 1536 bytes for 1536 voxels
+    params, enc, report = codec.params_for_target(target, vol, info)
+    size = file_size(enc, vol.shape, vol.dtype, "gaussianpile")
+    assert size <= target * vol.size / 8
+    assert report["realised_bpp"] == pytest.approx(8 * size / vol.size)
+    assert enc.header["n"] <= params["max_gaussians"] == report["knob_value"]
+    with pytest.raises(VolbenchError):
+        codec.params_for_target(0.05, vol, info)
