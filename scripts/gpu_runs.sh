@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The GPU runs of issue 4 (gpu_ext), in one go, on a machine with a CUDA GPU:
+# The GPU runs of volbench (gpu_ext, SIREN, the Gaussian codecs), in one go, on a machine with a CUDA GPU:
 #   1. build the extension for this GPU's architecture (scripts/build_gpu_ext.sh -> gpu_ext/build,
 #      which the loader in workflow/volbench/gaussians/backend.py picks up; no pip install needed)
 #   2. parity tests of the kernels against the PyTorch twin (tests/test_gpu_ext_parity.py)
@@ -8,6 +8,11 @@
 #      markdown, tracked) and the results block of docs/benchmarks-gpu.md replaced by the figures
 #
 #   scripts/gpu_runs.sh                 # everything (about 10-15 min on one H100, build included)
+#   4. the codec benchmarks on the GPU: SIREN decode speed (benchmarks/bench_siren_decode.py), the
+#      Gaussian codecs' PSNR against training time (benchmarks/bench_gaussian_codecs.py) and the
+#      quality evidence at the papers' sizes (benchmarks/quality_evidence.py --size real); results
+#      in docs/benchmarks-gpu/ (skip with SKIP_CODECS=1; each can take tens of minutes)
+#
 #   SKIP_BUILD=1 scripts/gpu_runs.sh    # reuse gpu_ext/build
 #   BENCH_ARGS="--skip-large" scripts/gpu_runs.sh
 #
@@ -66,5 +71,15 @@ echo "== 3. benchmarks"
 PYTHONPATH=workflow "$PYTHON" benchmarks/bench_gpu_ext.py ${BENCH_ARGS:-} \
   --out "docs/benchmarks-gpu/gpu_ext-$stamp.json" --update-doc docs/benchmarks-gpu.md \
   2>&1 | tee "$logs/bench.txt"
+
+if [[ "${SKIP_CODECS:-0}" != "1" ]]; then
+  echo "== 4. codec benchmarks"
+  PYTHONPATH=workflow "$PYTHON" benchmarks/bench_siren_decode.py --device cuda --device cpu \
+    --out "docs/benchmarks-gpu/siren_decode-$stamp.jsonl" 2>&1 | tee "$logs/siren.txt"
+  PYTHONPATH=workflow "$PYTHON" benchmarks/bench_gaussian_codecs.py --device cuda \
+    --out "docs/benchmarks-gpu/gaussian_codecs-$stamp.json" --figdir docs/benchmarks-gpu 2>&1 | tee "$logs/gaussian.txt"
+  PYTHONPATH=workflow "$PYTHON" benchmarks/quality_evidence.py --size real --device cuda \
+    --out "docs/benchmarks-gpu/quality_evidence-$stamp.json" 2>&1 | tee "$logs/quality.txt"
+fi
 
 echo "gpu_runs.sh: done; figures in docs/benchmarks-gpu/gpu_ext-$stamp.{json,md} and docs/benchmarks-gpu.md, logs in $logs"

@@ -119,7 +119,7 @@ def test_missing_anchor_is_a_note_not_an_error(tmp_path):
     assert sorted(p.name for p in paths) == ["bdrate.csv", "bdrate.html", "bdrate.md", "bdrate.tex"]
     md = (tmp_path / "bdrate.md").read_text()
     assert "The anchor hevc has no results in this run" in md and "(jpeg2000, volmicro, zstd)" in md
-    assert "JPEG2000-3D" not in md  # no row of reasons: the note says it once
+    assert "JPEG2000 (slice-wise)" not in md  # no row of reasons: the note says it once
     csv = pd.read_csv(tmp_path / "bdrate.csv")
     assert csv["bd_rate_pct"].isna().all() and csv["rate_note"].str.contains("anchor hevc has no results").all()
     # another anchor that did run gives numbers: jpeg2000 against itself is left out, hevc absent

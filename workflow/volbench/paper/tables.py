@@ -38,7 +38,7 @@ from ..errors import VolbenchError
 #: display names of the codec types (the papers' names)
 METHOD_NAMES: dict[str, str] = {
     "hevc": "HEVC (x265)",
-    "jpeg2000": "JPEG2000-3D",
+    "jpeg2000": "JPEG2000 (slice-wise)",
     "zfp": "ZFP",
     "zstd": "Zstandard (lossless)",
     "siren": "COIN (SIREN)",
