@@ -6,13 +6,14 @@
 #      and the twin's own tests (tests/test_gaussian_ops.py)
 #   3. the benchmarks (benchmarks/bench_gpu_ext.py): results in docs/benchmarks-gpu/ (JSON and
 #      markdown, tracked) and the results block of docs/benchmarks-gpu.md replaced by the figures
-#
-#   scripts/gpu_runs.sh                 # everything (about 10-15 min on one H100, build included)
 #   4. the codec benchmarks on the GPU: SIREN decode speed (benchmarks/bench_siren_decode.py), the
 #      Gaussian codecs' PSNR against training time (benchmarks/bench_gaussian_codecs.py) and the
 #      quality evidence at the papers' sizes (benchmarks/quality_evidence.py --size real); results
-#      in docs/benchmarks-gpu/ (skip with SKIP_CODECS=1; each can take tens of minutes)
+#      in docs/benchmarks-gpu/ (skip with SKIP_CODECS=1; the Gaussian codec benchmark alone takes
+#      several hours on one H100: 4 codecs x 2 volumes x 40k iterations)
 #
+#   scripts/gpu_runs.sh                 # everything (steps 1-3: about 10-15 min on one H100)
+#   SKIP_CODECS=1 scripts/gpu_runs.sh   # steps 1-3 only
 #   SKIP_BUILD=1 scripts/gpu_runs.sh    # reuse gpu_ext/build
 #   BENCH_ARGS="--skip-large" scripts/gpu_runs.sh
 #
