@@ -28,7 +28,6 @@ import csv
 import json
 import math
 import os
-import platform
 import statistics
 import sys
 import tempfile
@@ -42,6 +41,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "workflow"))
 
 from volbench.codecs.base import VolumeInfo, decode_bytes, encode_volume  # noqa: E402
 from volbench.datasets import synthetic  # noqa: E402
+from volbench.pipeline import cpu_model  # noqa: E402
 
 VOLUMES = {
     "neuron": dict(spec={"generator": "neuron", "shape": [100, 647, 813], "seed": 1}, spacing=(0.54, 0.54, 0.54),
@@ -58,13 +58,7 @@ def device_name(device: str) -> str:
 
     if device.startswith("cuda") and torch.cuda.is_available():
         return torch.cuda.get_device_name(torch.device(device))
-    try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "cpu"
+    return cpu_model()
 
 
 def params_for(codec: str, iterations: int, quick: bool) -> dict:

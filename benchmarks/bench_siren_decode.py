@@ -30,18 +30,9 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "workflow"))
 
 from volbench.codecs import siren  # noqa: E402
+from volbench.pipeline import cpu_model  # noqa: E402
 
 SEED_SHAPE = (100, 647, 813)  # seed 001, Table 7 (D x H x W)
-
-
-def cpu_model() -> str:
-    try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def machine(torch) -> dict:

@@ -43,6 +43,7 @@ from volbench.codecs.base import VolumeInfo, decode_bytes, encode_volume
 from volbench.codecs.hevc import HEVC, from_12bit, to_12bit
 from volbench.codecs.jpeg2000 import JPEG2000
 from volbench.datasets import synthetic
+from volbench.pipeline import cpu_model
 
 
 class Timing(list):
@@ -71,16 +72,6 @@ def timed_pair(fa, fb, repeats):
 
 def run(cmd):
     subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-
-
-def cpu_model():
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def loadavg():

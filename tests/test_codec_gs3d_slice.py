@@ -3,7 +3,6 @@ without the focus model, GaussianPile's file format, decode = the Gaussians voxe
 
 from __future__ import annotations
 
-import math
 import os
 import subprocess
 import sys
@@ -21,28 +20,13 @@ from volbench.errors import CorruptFile, VolbenchError  # noqa: E402
 from volbench.gaussfit import fileformat, slicefit  # noqa: E402
 from volbench.gaussfit.slicecodec import render_slices  # noqa: E402
 from volbench.gaussians import ops  # noqa: E402
+from volbench.metrics import psnr_3d as psnr  # noqa: E402
+from volumes import blobs  # noqa: E402
 
 WORKFLOW = Path(__file__).resolve().parents[1] / "workflow"
 
 FAST = dict(iterations=50, n_gaussians=250, max_gaussians=400, densify_from=20, densify_until=40,
             densify_interval=10, log_every=25, eval_slices=4, progress=False)
-
-
-def blobs(shape=(8, 24, 24), seed=0, peak=250):
-    rng = np.random.default_rng(seed)
-    z, y, x = np.meshgrid(*[np.arange(s) for s in shape], indexing="ij")
-    v = np.zeros(shape)
-    for _ in range(4):
-        c = rng.uniform(0.25, 0.75, 3) * np.array(shape)
-        s = rng.uniform(1.5, 3.0, 3)
-        v += rng.uniform(0.5, 1.0) * np.exp(-0.5 * (((z - c[0]) / s[0]) ** 2 + ((y - c[1]) / s[1]) ** 2
-                                                   + ((x - c[2]) / s[2]) ** 2))
-    return (v / v.max() * peak).astype(np.uint8)
-
-
-def psnr(a, b, peak):
-    mse = np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2)
-    return 10 * math.log10(peak ** 2 / mse)
 
 
 @pytest.fixture(scope="module")

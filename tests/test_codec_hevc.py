@@ -13,6 +13,7 @@ import pytest
 from volbench.codecs import hevc
 from volbench.codecs.base import VolumeInfo, decode_bytes, encode_volume, get_codec
 from volbench.errors import CodecUnavailable, CorruptFile, VolbenchError
+from volbench.metrics import psnr_3d as psnr  # noqa: E402
 
 WORKFLOW = Path(__file__).resolve().parents[1] / "workflow"
 INFO = VolumeInfo(name="synthetic", threads=1)
@@ -31,11 +32,6 @@ def synthetic(shape, dtype=np.uint16, lo=0, hi=4000, seed=0, noise=0.01):
     f += noise * rng.standard_normal(shape)
     f = (f - f.min()) / (f.max() - f.min())
     return np.rint(lo + f * (hi - lo)).astype(dtype)
-
-
-def psnr(a, b, peak):
-    mse = np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2)
-    return float("inf") if mse == 0 else 10 * np.log10(peak**2 / mse)
 
 
 def roundtrip(vol, **params):

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import csv
-import math
 import os
 import subprocess
 import sys
@@ -21,6 +20,8 @@ from volbench.errors import CorruptFile, VolbenchError  # noqa: E402
 from volbench.gaussfit import gate as gate_mod  # noqa: E402
 from volbench.gaussfit import losses, volfit  # noqa: E402
 from volbench.gaussfit.gset import GaussianSet  # noqa: E402
+from volbench.metrics import psnr_3d as psnr  # noqa: E402
+from volumes import blobs as _blobs  # noqa: E402
 
 WORKFLOW = Path(__file__).resolve().parents[1] / "workflow"
 
@@ -30,20 +31,7 @@ FAST = dict(iterations=40, n_gaussians=150, max_gaussians=260, gate="threshold",
 
 
 def blobs(shape=(16, 32, 32), seed=0, peak=60000):
-    rng = np.random.default_rng(seed)
-    z, y, x = np.meshgrid(*[np.arange(s) for s in shape], indexing="ij")
-    v = np.zeros(shape)
-    for _ in range(3):
-        c = rng.uniform(0.25, 0.75, 3) * np.array(shape)
-        s = rng.uniform(1.5, 3.5, 3)
-        v += rng.uniform(0.5, 1.0) * np.exp(-0.5 * (((z - c[0]) / s[0]) ** 2 + ((y - c[1]) / s[1]) ** 2
-                                                   + ((x - c[2]) / s[2]) ** 2))
-    return (v / v.max() * peak).astype(np.uint16)
-
-
-def psnr(a, b, peak):
-    mse = np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2)
-    return 10 * math.log10(peak ** 2 / mse)
+    return _blobs(shape, seed, peak, count=3, max_sigma=3.5, dtype=np.uint16)
 
 
 @pytest.fixture(scope="module")

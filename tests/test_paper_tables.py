@@ -288,12 +288,9 @@ def test_pretty_labels_relative_to_dz():
 def test_ablation_against_the_codecs_resolved_parameters():
     """A row differing only by the preset's own value is no ablation; the reference's count comes
     from the preset when the config does not spell it out (needs the gaussianpile codec module)."""
-    try:
-        from volbench.codecs.base import get_codec
+    from volbench.codecs.base import get_codec
 
-        preset_m = get_codec("gaussianpile")(preset="paper").params["n_gaussians"]
-    except Exception as exc:  # the codec module is another part of the project
-        pytest.skip(f"gaussianpile codec not importable: {exc}")
+    preset_m = get_codec("gaussianpile")(preset="paper").params["n_gaussians"]
     df = summary()
     df = df[df["dataset"] == "tri"].drop(columns=["_params", "size_mb"])
     df.loc[df["codec"] == "gaussianpile", "params"] = json.dumps({"preset": "paper", "iterations": 30000})
@@ -309,12 +306,6 @@ def test_ablation_against_the_codecs_resolved_parameters():
 
 def test_init_grid_ablation_block():
     """Table 4's last block: the init variant of config/ablation.yaml against the codec's random init."""
-    try:
-        from volbench.codecs.base import get_codec
-
-        get_codec("gaussianpile")
-    except Exception as exc:  # the codec module is another part of the project
-        pytest.skip(f"gaussianpile codec not importable: {exc}")
     df = summary()
     df = df[df["dataset"] == "tri"].drop(columns=["_params", "size_mb"])
     df.loc[df["codec"] == "gaussianpile", "params"] = json.dumps({"preset": "paper", "iterations": 30000})

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import platform
 import resource
 import shutil
 import signal
@@ -163,9 +164,19 @@ def remove_tree(path) -> None:
     shutil.rmtree(path, ignore_errors=True)
 
 
+def cpu_model() -> str:
+    """The CPU's model name (Linux /proc/cpuinfo), else what platform reports."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine() or "unknown"
+
+
 def environment() -> dict:
     """Library versions and hardware, recorded next to the results."""
-    import platform
     from importlib.metadata import PackageNotFoundError, version
 
     libs = {}
@@ -175,14 +186,7 @@ def environment() -> dict:
             libs[pkg] = version(pkg)
         except PackageNotFoundError:
             libs[pkg] = None
-    cpu = platform.processor()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    cpu = cpu_model()
     gpu = None
     try:
         import torch
