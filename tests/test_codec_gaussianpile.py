@@ -19,9 +19,10 @@ from volbench import container  # noqa: E402
 from volbench.codecs.base import VolumeInfo, _full_header, decode_bytes, encode_volume, file_size  # noqa: E402
 from volbench.codecs.gaussianpile import GaussianPile, decode_roi  # noqa: E402
 from volbench.errors import CorruptFile, VolbenchError  # noqa: E402
-from volbench.gaussfit import fileformat, morton  # noqa: E402
+from volbench.gaussfit import fileformat, morton, slicecodec  # noqa: E402
 from volbench.gaussfit.slicecodec import render_slices  # noqa: E402
 from volbench.metrics import psnr_3d as psnr  # noqa: E402
+from decode_checks import assert_rois_are_crops, decode_elsewhere  # noqa: E402
 from volumes import blobs  # noqa: E402
 
 WORKFLOW = Path(__file__).resolve().parents[1] / "workflow"
@@ -85,26 +86,28 @@ def test_decoded_slices_are_rendered_slices(encoded):
     peak = float(vol.max())
     assert psnr(rendered, out, peak) > 35.0
     assert abs(psnr(rendered, vol, peak) - psnr(out, vol, peak)) < 0.5
-    # a subset of slices
-    assert np.array_equal(render_slices(path, "gaussianpile", indices=[1, 5], device="cpu"), rendered[[1, 5]])
+    # a subset of slices: the renderer's float sums may round differently with another camera
+    # batch (the decoder's fixed arithmetic does not apply here), so one grey level at most
+    sub = render_slices(path, "gaussianpile", indices=[1, 5], device="cpu")
+    assert np.abs(sub.astype(np.int64) - rendered[[1, 5]].astype(np.int64)).max() <= 1
 
 
-def test_decode_in_fresh_process_matches(encoded, tmp_path):
+def test_decode_elsewhere_is_bit_identical(encoded, tmp_path):
+    """Another SIMD path (torch's scalar kernels) and thread count give the same voxels."""
     vol, data, record, path, wd = encoded
     here, _ = decode_bytes(data, device="cpu")
-    npy = tmp_path / "out.npy"
-    code = ("import sys, numpy as np; from volbench.codecs import decode_file; "
-            "a, _ = decode_file(sys.argv[1], device='cpu'); np.save(sys.argv[2], a)")
-    env = dict(os.environ, PYTHONPATH=str(WORKFLOW))
-    subprocess.run([sys.executable, "-c", code, str(path), str(npy)], check=True, env=env, timeout=300)
-    assert np.array_equal(np.load(npy), here)
+    assert np.array_equal(decode_elsewhere(path, tmp_path / "out.npy", threads=1), here)
 
 
 def test_roi_decode_equals_crop(encoded):
     vol, data, record, path, wd = encoded
     full, _ = decode_bytes(data, device="cpu")
-    part = decode_roi(path, (2, 7, 3, 20, 0, 11), device="cpu")
-    assert np.array_equal(part, full[2:7, 3:20, 0:11])
+    assert_rois_are_crops(decode_roi, path, full)
+    # z-slabs that do not divide the depth give the same values
+    header, payload = container.unpack(data)
+    ops = slicecodec.common.ops_or_raise("gaussianpile")
+    args = (ops, header["codec_header"], payload, vol.shape, torch.device("cpu"), None, "t")
+    assert np.array_equal(slicecodec.render_volume(*args, slab=3), slicecodec.render_volume(*args, slab=32))
     with pytest.raises(VolbenchError):
         decode_roi(path, (0, 9, 0, 4, 0, 4), device="cpu")
 

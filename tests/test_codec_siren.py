@@ -25,6 +25,7 @@ from volbench import container  # noqa: E402
 from volbench.codecs import siren  # noqa: E402
 from volbench.codecs.base import VolumeInfo, decode_bytes, encode_volume, get_codec  # noqa: E402
 from volbench.errors import CorruptFile, VolbenchError  # noqa: E402
+from decode_checks import decode_elsewhere  # noqa: E402
 
 #: decoded PSNR (range-normalised) the tiny volume must reach after TINY_ITERS steps
 TINY_PSNR_DB = 35.0
@@ -111,17 +112,41 @@ def test_file_size_is_container_header_and_parameters(trained):
 
 
 def test_decode_in_fresh_process_matches(trained, tmp_path):
+    """Same machine, same thread count, same decode batches: the same bytes (docs/reproducibility.md)."""
     vol, data, _, _ = trained
     f = tmp_path / "tiny.vbc"
     f.write_bytes(data)
     out = tmp_path / "rec.npy"
-    code = ("import sys, numpy as np; from volbench.codecs.base import decode_file; "
+    code = ("import sys, numpy as np, torch; torch.set_num_threads(int(sys.argv[3])); "
+            "from volbench.codecs.base import decode_file; "
             "a, _ = decode_file(sys.argv[1], device='cpu'); np.save(sys.argv[2], a)")
     env = {**os.environ, "PYTHONPATH": str(ROOT / "workflow")}
-    subprocess.run([sys.executable, "-c", code, str(f), str(out)], check=True, env=env, timeout=120)
+    subprocess.run([sys.executable, "-c", code, str(f), str(out), str(torch.get_num_threads())],
+                   check=True, env=env, timeout=120)
     fresh = np.load(out)
     here, _ = decode_bytes(data, device="cpu")
     assert fresh.dtype == here.dtype and np.array_equal(fresh, here)
+
+
+def test_decode_elsewhere_within_the_stated_bound(trained, tmp_path):
+    """Another SIMD path and thread count, or other decode batches, move a voxel by at most one
+    grey level (integer volumes) and 1e-5 of the range (float volumes): docs/reproducibility.md."""
+    vol, data, _, _ = trained
+    f = tmp_path / "tiny.vbc"
+    f.write_bytes(data)
+    here, _ = decode_bytes(data, device="cpu")
+    there = decode_elsewhere(f, tmp_path / "rec.npy", threads=1)
+    assert there.dtype == here.dtype
+    assert np.abs(there.astype(np.int64) - here.astype(np.int64)).max() <= 1
+    header, payload = container.unpack(data)
+    h = header["codec_header"]
+    width, depth, bits, vmin, vmax = siren._parse_header(h)
+    tensors = siren.unpack_weights(payload, width, depth, bits)
+    cpu = torch.device("cpu")
+    for dtype, bound in ((vol.dtype, 1.0), (np.float32, 1e-5 * (vmax - vmin))):
+        ref = siren.evaluate_grid(tensors, vol.shape, vmin, vmax, dtype, cpu)
+        odd = siren.evaluate_grid(tensors, vol.shape, vmin, vmax, dtype, cpu, batch_size=333)
+        assert np.abs(odd.astype(np.float64) - ref.astype(np.float64)).max() <= bound
 
 
 def test_damaged_files_give_clear_errors(trained):

@@ -15,12 +15,14 @@ torch = pytest.importorskip("torch")
 
 from volbench import container  # noqa: E402
 from volbench.codecs.base import VolumeInfo, _full_header, decode_bytes, encode_volume, file_size  # noqa: E402
+from volbench.codecs import volmicro as volmicro_mod  # noqa: E402
 from volbench.codecs.volmicro import VolMicro, decode_roi  # noqa: E402
 from volbench.errors import CorruptFile, VolbenchError  # noqa: E402
 from volbench.gaussfit import gate as gate_mod  # noqa: E402
 from volbench.gaussfit import losses, volfit  # noqa: E402
 from volbench.gaussfit.gset import GaussianSet  # noqa: E402
 from volbench.metrics import psnr_3d as psnr  # noqa: E402
+from decode_checks import assert_rois_are_crops, decode_elsewhere  # noqa: E402
 from volumes import blobs as _blobs  # noqa: E402
 
 WORKFLOW = Path(__file__).resolve().parents[1] / "workflow"
@@ -65,25 +67,30 @@ def test_trains_to_psnr_and_file_is_header_plus_22n(encoded):
     assert float(rows[-2]["psnr"]) > float(rows[0]["psnr"]) + 5  # training improved
 
 
-def test_decode_in_fresh_process_matches(encoded, tmp_path):
+def test_decode_elsewhere_is_bit_identical(encoded, tmp_path):
+    """Another SIMD path (torch's scalar kernels) and thread count give the same voxels."""
     vol, data, record, path, wd = encoded
     here, _ = decode_bytes(data, device="cpu")
-    npy = tmp_path / "out.npy"
-    code = ("import sys, numpy as np; from volbench.codecs import decode_file; "
-            "a, _ = decode_file(sys.argv[1], device='cpu'); np.save(sys.argv[2], a)")
-    env = dict(os.environ, PYTHONPATH=str(WORKFLOW))
-    subprocess.run([sys.executable, "-c", code, str(path), str(npy)], check=True, env=env, timeout=300)
-    assert np.array_equal(np.load(npy), here)
+    assert np.array_equal(decode_elsewhere(path, tmp_path / "out.npy", threads=1), here)
+    old = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        assert np.array_equal(decode_bytes(data, device="cpu")[0], here)
+    finally:
+        torch.set_num_threads(old)
 
 
 def test_roi_decode_equals_crop(encoded):
     vol, data, record, path, wd = encoded
     full, _ = decode_bytes(data, device="cpu")
-    roi = (3, 11, 5, 29, 0, 17)
-    part = decode_roi(path, roi, device="cpu")
-    assert part.dtype == vol.dtype
-    assert np.array_equal(part, full[3:11, 5:29, 0:17])
-    assert np.array_equal(decode_roi(data, (0, 16, 0, 32, 0, 32), device="cpu"), full)
+    assert_rois_are_crops(decode_roi, path, full)
+    assert_rois_are_crops(decode_roi, data, full)
+    # z-slabs that do not divide the depth give the same values
+    chead, payload = container.unpack(data)[0]["codec_header"], container.unpack(data)[1]
+    ops = volmicro_mod.common.ops_or_raise("volmicro")
+    a = volmicro_mod._render(ops, chead, payload, vol.shape, torch.device("cpu"), None, "t", slab=5)
+    b = volmicro_mod._render(ops, chead, payload, vol.shape, torch.device("cpu"), None, "t", slab=32)
+    assert np.array_equal(a, b)
     with pytest.raises(VolbenchError):
         decode_roi(path, (0, 17, 0, 4, 0, 4), device="cpu")
 

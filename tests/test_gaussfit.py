@@ -15,7 +15,8 @@ torch = pytest.importorskip("torch")
 
 from volbench.errors import CorruptFile  # noqa: E402
 from volbench.gaussfit import common, fileformat, losses, morton  # noqa: E402
-from volbench.gaussfit.focus3d import focus_equivalent  # noqa: E402
+from volbench.gaussfit.focus3d import focus_equivalent, focus_prepared_fixed  # noqa: E402
+from volbench.gaussians import fixed  # noqa: E402
 from volbench.gaussfit.progress import Progress  # noqa: E402
 from volbench.gaussians import ops  # noqa: E402
 
@@ -171,6 +172,26 @@ def test_focus_equivalent_limits():
     assert float(a[0]) == pytest.approx(0.5)  # S_2d = identity (no z coupling)
     with pytest.raises(ValueError):
         focus_equivalent(m, ls, q, a, 0.0)
+
+
+def test_focus_prepared_fixed_is_focus_equivalent():
+    """The decoders' closed form (no eigendecomposition) voxelizes to focus_equivalent's mixture."""
+    g = torch.Generator().manual_seed(4)
+    n, shape, spacing = 30, (7, 20, 18), (2.0, 1.0, 1.0)
+    means = torch.rand(n, 3, generator=g, dtype=torch.float64) * torch.tensor([12.0, 19.0, 17.0])
+    log_scales = torch.rand(n, 3, generator=g, dtype=torch.float64) * 2.0 - 1.0
+    quats = torch.randn(n, 4, generator=g, dtype=torch.float64)
+    opacity = torch.rand(n, generator=g, dtype=torch.float64)
+    for sigma_z in (0.2, 1.7, 50.0):
+        m, ls, q, a = focus_equivalent(means, log_scales, quats, opacity, sigma_z)
+        ref = ops.voxelize(m, ls, q, a, shape, spacing=spacing, cutoff=3.0)
+        A, half, amp = focus_prepared_fixed(means, log_scales, quats, opacity, sigma_z, 3.0)
+        got = fixed.splat_fixed(means, A, amp, half, shape, spacing, cutoff=3.0)
+        assert ref.abs().max() > 0.1
+        assert (got - ref).abs().max().item() <= n * 2.0 ** -32, sigma_z
+        torch.testing.assert_close(amp, a, rtol=1e-12, atol=0)
+    with pytest.raises(ValueError):
+        focus_prepared_fixed(means, log_scales, quats, opacity, 0.0, 3.0)
 
 
 def test_covariance_params_roundtrip():

@@ -15,6 +15,7 @@ from __future__ import annotations
 import importlib
 import logging
 import math
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -225,15 +226,19 @@ def encode_volume(kind: str, params: dict[str, Any], volume: np.ndarray, info: V
     params = dict(params)
     target = params.pop("target_bpp", None)
     record: dict[str, Any] = {"versions": cls.versions()}  # also imports the libraries before timing
+    threads = _torch_threads()
     t0 = time.perf_counter()
-    if target is not None:
-        codec = cls(**params)
-        params, enc, report = codec.params_for_target(float(target), volume, info, tolerance)
-        record["rate_control"] = report
-    else:
-        codec = cls(**params)
-        enc = codec.encode(volume, info)
-        params = codec.params
+    try:
+        if target is not None:
+            codec = cls(**params)
+            params, enc, report = codec.params_for_target(float(target), volume, info, tolerance)
+            record["rate_control"] = report
+        else:
+            codec = cls(**params)
+            enc = codec.encode(volume, info)
+            params = codec.params
+    finally:
+        _torch_threads(threads)  # codecs set info.threads; the caller's setting comes back
     seconds = time.perf_counter() - t0
     full = _full_header(cls.name, enc.header, volume.shape, volume.dtype)
     if module:  # a codec from outside volbench: the decoder must find the same module
@@ -242,6 +247,16 @@ def encode_volume(kind: str, params: dict[str, Any], volume: np.ndarray, info: V
     record.update({"codec": cls.name, "params": params, "encode_seconds": seconds,
                    "bytes": len(data)})
     return data, record
+
+
+def _torch_threads(restore: int | None = None) -> int | None:
+    """torch's intra-op thread count (None when torch is not imported); sets it to ``restore``."""
+    torch = sys.modules.get("torch")
+    if torch is None:
+        return None
+    if restore is not None:
+        torch.set_num_threads(restore)
+    return torch.get_num_threads()
 
 
 def decode_bytes(data: bytes, source: str = "<bytes>", device: str = "auto") -> tuple[np.ndarray, dict]:

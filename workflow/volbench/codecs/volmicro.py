@@ -97,8 +97,12 @@ def _header(n, vmin, vmax, spacing, cutoff) -> dict:
 
 
 def _render(ops, header: dict, payload: bytes, shape, device, roi, source: str, slab: int = 32) -> np.ndarray:
-    """Voxelize the stored Gaussians (whole volume in z-slabs, or one ROI) on the [0, 1] scale."""
+    """Voxelize the stored Gaussians (whole volume in z-slabs, or one ROI) on the [0, 1] scale,
+    float64, with the fixed arithmetic of gaussians/fixed.py: the same function as training's
+    volfit.voxelize_unit, bit-identical for any ROI, slab size, thread count or CPU."""
     import torch
+
+    from ..gaussians import fixed
 
     if header.get("format") != "f16" or int(header.get("version", -1)) != FORMAT_VERSION:
         raise CorruptFile(f"{source}: not a VolMicro v{FORMAT_VERSION} payload (header {header.get('format')!r})")
@@ -111,16 +115,19 @@ def _render(ops, header: dict, payload: bytes, shape, device, roi, source: str, 
         raise CorruptFile(f"{source}: VolMicro header spacing must have 3 entries")
     cutoff = header_float(header, "cutoff", source)
     g = fileformat.unpack_f16(payload, n, source)
-    t = {k: torch.from_numpy(np.ascontiguousarray(v)).to(device) for k, v in g.items()}
+    t = {k: torch.from_numpy(np.ascontiguousarray(v, dtype=np.float64)).to(device) for k, v in g.items()}
     shape = tuple(int(s) for s in shape)
+    # volfit.to_world without the log: world means and standard deviations (basic operations only)
+    extent, L = volfit.geometry(shape, spacing)
+    means = t["pos"] * torch.as_tensor(extent, dtype=torch.float64, device=device)
+    A, half_ext = fixed.prepare_fixed(means, t["scale"].clamp_min(1e-12) * L, t["quat"], cutoff)
     box = roi if roi is not None else (0, shape[0], 0, shape[1], 0, shape[2])
-    out = np.empty((box[1] - box[0], box[3] - box[2], box[5] - box[4]), dtype=np.float32)
-    with torch.no_grad():
-        for z in range(box[0], box[1], slab):
-            z1 = min(box[1], z + slab)
-            sub = (z, z1, box[2], box[3], box[4], box[5])
-            v = volfit.voxelize_unit(ops, t["pos"], t["scale"], t["quat"], t["intensity"], shape, spacing, cutoff, sub)
-            out[z - box[0]:z1 - box[0]] = v.float().cpu().numpy()
+    out = np.empty((box[1] - box[0], box[3] - box[2], box[5] - box[4]), dtype=np.float64)
+    for z in range(box[0], box[1], slab):
+        z1 = min(box[1], z + slab)
+        sub = (z, z1, box[2], box[3], box[4], box[5])
+        v = fixed.splat_fixed(means, A, t["intensity"], half_ext, shape, spacing, (0.0, 0.0, 0.0), cutoff, sub)
+        out[z - box[0]:z1 - box[0]] = v.cpu().numpy()
     return out
 
 

@@ -24,6 +24,7 @@ import math
 
 import torch
 
+from ..gaussians.torch_impl import quat_to_rotmat as quat_to_rotmat_twin
 from .common import covariance_to_params, quat_to_rotmat
 
 
@@ -44,3 +45,37 @@ def focus_equivalent(means, log_scales, quats, opacity, sigma_z: float):
     new_ls, new_q = covariance_to_params(Sp)
     dt = means.dtype
     return means, new_ls.to(dt), new_q.to(dt), amp.to(dt)
+
+
+def focus_prepared_fixed(means, log_scales, quats, opacity, sigma_z: float, cutoff: float):
+    """The mixture of :func:`focus_equivalent`, ready for gaussians.fixed.splat_fixed: (A', half_ext',
+    amplitudes), float64, from correctly rounded basic operations and fixed.exp_fixed only (no
+    eigendecomposition, no libm), so the decoders' result does not depend on the CPU or LAPACK.
+
+    With A = diag(1/s) R^T (A^T A = inv(S)), v = A e_z, c = 1/sigma_z^2 + |v|^2 (= inv(S)_zz +
+    1/sigma_z^2), the symmetric square root of I - v v^T / c is M = I - beta v v^T with
+    beta = 1 / (c (1 + t)), t = 1 / (sigma_z sqrt(c)); then A' = M A = A - beta v (A^T v)^T satisfies
+    A'^T A' = inv(S) - inv(S) e e^T inv(S) / c = inv(S + sigma_z^2 e e^T) (Sherman-Morrison).
+    The amplitude is alpha sqrt((1 + S_zz / sigma_z^2) / (det S * c)) (module docstring).
+    """
+    if not (sigma_z > 0 and math.isfinite(sigma_z)):
+        raise ValueError(f"focus_prepared_fixed needs a finite sigma_z > 0, got {sigma_z}")
+    from ..gaussians.fixed import exp_fixed, prepare_fixed
+
+    s = exp_fixed(log_scales)
+    A, _ = prepare_fixed(means, s, quats, cutoff)
+    R = quat_to_rotmat_twin(quats.to(torch.float64))
+    inv_s2 = 1.0 / (float(sigma_z) * float(sigma_z))
+    v = A[:, :, 0]  # A e_z, z being the first axis
+    u = (A[:, 0, :] * v[:, 0:1] + A[:, 1, :] * v[:, 1:2]) + A[:, 2, :] * v[:, 2:3]  # A^T v
+    c = inv_s2 + ((v[:, 0] * v[:, 0] + v[:, 1] * v[:, 1]) + v[:, 2] * v[:, 2])
+    t = 1.0 / (float(sigma_z) * torch.sqrt(c))
+    beta = 1.0 / (c * (1.0 + t))
+    A2 = A - (beta[:, None] * v)[:, :, None] * u[:, None, :]
+    s2 = s * s
+    RR = R * R
+    var = (RR[..., 0] * s2[:, None, 0] + RR[..., 1] * s2[:, None, 1]) + RR[..., 2] * s2[:, None, 2]  # S_jj
+    det = (s2[:, 0] * s2[:, 1]) * s2[:, 2]
+    amp = opacity.to(torch.float64) * torch.sqrt((1.0 + var[:, 0] * inv_s2) / (det * c))
+    var = var + torch.tensor([float(sigma_z) ** 2, 0.0, 0.0], dtype=torch.float64, device=var.device)
+    return A2, float(cutoff) * torch.sqrt(var), amp

@@ -11,7 +11,7 @@ from ..codecs.base import Encoded, VolumeInfo, file_size
 from ..errors import CorruptFile, VolbenchError
 from . import common, fileformat, slicefit
 from .codec_base import GaussianCodec, check_roi, header_float, read_container
-from .focus3d import focus_equivalent
+from .focus3d import focus_prepared_fixed
 from .progress import Progress
 
 FORMAT_VERSION = 1
@@ -174,39 +174,48 @@ def render_slices(path_or_bytes, codec: str, indices=None, device: str = "auto")
 
 
 def volume_gaussians(header: dict, payload: bytes, device, source: str):
-    """The 3D Gaussians (means, log_scales, quats, amps; torch, world pixel units) whose voxelization
-    is the decoded volume on the [0, 1] scale."""
+    """The 3D Gaussians of the decoded volume on the [0, 1] scale, as fixed-arithmetic factors
+    (A, half_ext, amplitudes, means; float64 torch, world pixel units) for
+    gaussians.fixed.splat_fixed: the focus model's equivalent mixture (focus3d) or the Gaussians
+    themselves."""
     import torch
+
+    from ..gaussians import fixed
 
     if int(header.get("version", -1)) != FORMAT_VERSION:
         raise CorruptFile(f"{source}: unsupported Gaussian file version {header.get('version')!r}")
     g = fileformat.unpack_gaussians(header, payload, source)
-    t = {k: torch.from_numpy(np.ascontiguousarray(v)).to(device) for k, v in g.items()}
+    t = {k: torch.from_numpy(np.ascontiguousarray(v, dtype=np.float64)).to(device) for k, v in g.items()}
+    cutoff = header_float(header, "cutoff", source)
     model = header.get("volume_model")
     if model == "focus":
-        return focus_equivalent(t["means"], t["log_scales"], t["quats"], t["opacity"],
-                                header_float(header, "sigma_z_w", source))
+        A, half_ext, amps = focus_prepared_fixed(t["means"], t["log_scales"], t["quats"], t["opacity"],
+                                                 header_float(header, "sigma_z_w", source), cutoff)
+        return t["means"], A, half_ext, amps
     if model == "gaussian":
-        return t["means"], t["log_scales"], t["quats"], t["opacity"]
+        A, half_ext = fixed.prepare_fixed(t["means"], fixed.exp_fixed(t["log_scales"]), t["quats"], cutoff)
+        return t["means"], A, half_ext, t["opacity"]
     raise CorruptFile(f"{source}: unknown volume_model {model!r}")
 
 
 def render_volume(ops, header: dict, payload: bytes, shape, device, roi, source: str, slab: int = 32) -> np.ndarray:
-    import torch
+    """The decoded volume (or its ROI) on the [0, 1] scale, float64, evaluated in z-slabs with
+    the fixed arithmetic of gaussians/fixed.py: bit-identical for any ROI, slab, thread count or
+    CPU."""
+    from ..gaussians import fixed
 
     try:
         spacing_w = tuple(float(s) for s in header["spacing_w"])
     except (KeyError, TypeError, ValueError):
         raise CorruptFile(f"{source}: Gaussian header lacks spacing_w; re-run its encode job") from None
     cutoff = header_float(header, "cutoff", source)
-    means, log_scales, quats, amps = volume_gaussians(header, payload, device, source)
+    means, A, half_ext, amps = volume_gaussians(header, payload, device, source)
     shape = tuple(int(s) for s in shape)
     box = roi if roi is not None else (0, shape[0], 0, shape[1], 0, shape[2])
-    out = np.empty((box[1] - box[0], box[3] - box[2], box[5] - box[4]), dtype=np.float32)
-    with torch.no_grad():
-        for z in range(box[0], box[1], slab):
-            z1 = min(box[1], z + slab)
-            v = ops.voxelize(means, log_scales, quats, amps, shape, spacing=spacing_w, origin=(0.0, 0.0, 0.0),
-                             cutoff=cutoff, roi=(z, z1, box[2], box[3], box[4], box[5]))
-            out[z - box[0]:z1 - box[0]] = v.float().cpu().numpy()
+    out = np.empty((box[1] - box[0], box[3] - box[2], box[5] - box[4]), dtype=np.float64)
+    for z in range(box[0], box[1], slab):
+        z1 = min(box[1], z + slab)
+        v = fixed.splat_fixed(means, A, amps, half_ext, shape, spacing_w, (0.0, 0.0, 0.0), cutoff,
+                              (z, z1, box[2], box[3], box[4], box[5]))
+        out[z - box[0]:z1 - box[0]] = v.cpu().numpy()
     return out

@@ -19,6 +19,7 @@ from typing import Sequence
 import torch
 
 from . import backend
+from . import fixed as _fixed
 from . import torch_impl as twin
 from .torch_impl import axial_cameras as _axial_cameras
 
@@ -95,7 +96,8 @@ class _PixelSplat(torch.autograd.Function):
 
 def voxelize(means: torch.Tensor, log_scales: torch.Tensor, quats: torch.Tensor,
              amps: torch.Tensor, shape: Sequence[int], spacing=(1.0, 1.0, 1.0),
-             origin=(0.0, 0.0, 0.0), cutoff: float = 3.0, roi=None) -> torch.Tensor:
+             origin=(0.0, 0.0, 0.0), cutoff: float = 3.0, roi=None,
+             deterministic: bool = False) -> torch.Tensor:
     """Sum of 3D Gaussians on a voxel grid.
 
     V(x) = sum_i amps_i exp(-1/2 d^T inv(S_i) d), d = x - mean_i; terms with Mahalanobis
@@ -103,7 +105,13 @@ def voxelize(means: torch.Tensor, log_scales: torch.Tensor, quats: torch.Tensor,
     voxel-index box: only that sub-box is evaluated and returned (decode large grids in
     z-slabs this way).  Returns (D,H,W) (or the ROI's shape) in the dtype of ``means``
     (float32 for float32 inputs).  Differentiable in means, log_scales, quats, amps.
+
+    ``deterministic=True`` (the decoders): evaluate with fixed arithmetic (fixed.py) on any
+    device: float64, not differentiable, bit-identical whatever the ROI, slab size, thread
+    count or CPU.
     """
+    if deterministic:
+        return _fixed.voxelize_fixed(means, log_scales, quats, amps, shape, spacing, origin, cutoff, roi)
     roi_origin, sp, roi_shape = twin._roi_geometry(shape, spacing, origin, roi)
     if not uses_cuda(means, log_scales, quats, amps):
         A, half_ext = twin.prepare_3d(means, log_scales, quats, cutoff)

@@ -34,13 +34,15 @@ def quat_to_rotmat(quats: torch.Tensor) -> torch.Tensor:
     """(N,4) quaternions (w, x, y, z), any norm -> (N,3,3) rotation (3DGS build_rotation).
 
     A quaternion with squared norm below 1e-20 is read as the identity (no NaN, zero gradient).
+    Only correctly rounded basic operations, in a fixed order (fixed.py relies on it).
     """
-    sq = (quats * quats).sum(-1, keepdim=True)
+    q0, q1, q2, q3 = quats.unbind(-1)
+    sq = (((q0 * q0 + q1 * q1) + q2 * q2) + q3 * q3).unsqueeze(-1)
     ident = torch.zeros_like(quats)
     ident[..., 0] = 1.0
     ok = sq > 1e-20
     q = torch.where(ok, quats, ident)
-    q = q * torch.rsqrt(torch.where(ok, sq, torch.ones_like(sq)))
+    q = q / torch.sqrt(torch.where(ok, sq, torch.ones_like(sq)))
     w, x, y, z = q.unbind(-1)
     R = torch.stack(
         [
@@ -281,13 +283,20 @@ def splat_voxels(means, A, amps, half_ext, roi_origin, spacing, roi_shape, cutof
     return out[:nvox].reshape(rz, ry, rx)
 
 
-def _roi_geometry(shape, spacing, origin, roi):
+def roi_box(shape, roi) -> tuple[int, int, int, int, int, int]:
+    """The half-open voxel box ``roi`` (z0, z1, y0, y1, x0, x1) checked against ``shape``
+    (None: the whole grid)."""
     D, H, W = (int(s) for s in shape)
     if roi is None:
         roi = (0, D, 0, H, 0, W)
     z0, z1, y0, y1, x0, x1 = (int(v) for v in roi)
     if not (0 <= z0 <= z1 <= D and 0 <= y0 <= y1 <= H and 0 <= x0 <= x1 <= W):
         raise ValueError(f"voxelize: roi {tuple(roi)} is not a half-open box inside {tuple(shape)}")
+    return z0, z1, y0, y1, x0, x1
+
+
+def _roi_geometry(shape, spacing, origin, roi):
+    z0, z1, y0, y1, x0, x1 = roi_box(shape, roi)
     sp = tuple(float(s) for s in spacing)
     org = tuple(float(origin[i]) + (z0, y0, x0)[i] * sp[i] for i in range(3))
     return org, sp, (z1 - z0, y1 - y0, x1 - x0)
