@@ -3,7 +3,7 @@
 #      snakemake --cores N --configfile config/paper.yaml
 import os
 
-from snakemake.utils import min_version, validate
+from snakemake.utils import min_version
 
 min_version("8.0")
 
@@ -14,9 +14,8 @@ if "datasets" not in config:
     configfile: os.path.join(workflow.basedir, "config/config.yaml")
 
 
-validate(config, schema="workflow/schemas/config.schema.yaml")
-
-
+# the config is validated by common.smk (the JSON schema workflow/schemas/config.schema.yaml,
+# then volbench.config.check_config), before any rule is defined
 include: "workflow/rules/common.smk"
 
 
@@ -32,6 +31,10 @@ include: "workflow/rules/data.smk"
 include: "workflow/rules/codecs.smk"
 include: "workflow/rules/summary.smk"
 include: "workflow/rules/paper.smk"
+
+
+# the report's front page (snakemake --report): what ran, and where each section comes from
+report: "workflow/report/workflow.rst"
 
 
 rule all:

@@ -41,6 +41,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "workflow"))
 
 from volbench.codecs.base import VolumeInfo, decode_bytes, encode_volume  # noqa: E402
 from volbench.datasets import synthetic  # noqa: E402
+from volbench.metrics import psnr_3d  # noqa: E402
 from volbench.pipeline import cpu_model  # noqa: E402
 
 VOLUMES = {
@@ -105,12 +106,6 @@ def time_to_final(hist: list[dict], tol_db: float = 0.1) -> float:
     return good[-1]["seconds"]
 
 
-def psnr3d(a: np.ndarray, b: np.ndarray) -> float:
-    rng = float(a.max()) - float(a.min())
-    mse = float(np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2))
-    return float("inf") if mse == 0 else 10 * math.log10(rng * rng / mse)
-
-
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--device", default=None, help="cuda (default when available) or cpu")
@@ -130,7 +125,7 @@ def main(argv=None) -> int:
     device = args.device or ("cpu" if args.quick or not torch.cuda.is_available() else "cuda")
     iters = args.iterations or ([20, 40] if args.quick else [10_000, 30_000])
     name = device_name(device)
-    from volbench.gaussians import backend
+    from volbench.gaussian_ops import backend
 
     ext = backend.load() is not None
     print(f"device: {name} ({device}); gpu_ext {'loaded' if ext else 'not loaded (PyTorch twin)'}", flush=True)
@@ -155,7 +150,7 @@ def main(argv=None) -> int:
                     row["train_seconds"][n] = time.perf_counter() - t0
                     hist = read_history(Path(wd) / "history.csv")
                 rec, _ = decode_bytes(data, device=device)
-                row["psnr"][n] = psnr3d(vol, rec)
+                row["psnr"][n] = psnr_3d(vol, rec, float(vol.max()) - float(vol.min()))
                 row["bytes"][n] = len(data)
                 print(f"  {codec:<13} {n:>6} it: {row['psnr'][n]:.2f} dB, {len(data)} B, "
                       f"{row['train_seconds'][n]:.1f} s", flush=True)

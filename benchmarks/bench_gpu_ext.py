@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Throughput of the Gaussian operators (volbench.gaussians.ops): voxelizer decode and slice
+"""Throughput of the Gaussian operators (volbench.gaussian_ops.ops): voxelizer decode and slice
 rasterizer, on the CUDA kernels of gpu_ext/ (or the PyTorch twin with --quick / on CPU).
 
     PYTHONPATH=workflow python benchmarks/bench_gpu_ext.py                      # full sizes, GPU
@@ -43,8 +43,8 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "workflow"))
 
-from volbench.gaussians import backend, ops  # noqa: E402
-from volbench.gaussians import torch_impl as twin  # noqa: E402
+from volbench.gaussian_ops import backend, ops  # noqa: E402
+from volbench.gaussian_ops import torch_impl as twin  # noqa: E402
 
 VOLMICRO_SHAPE = (100, 647, 813)
 VOLMICRO_N = 20_693

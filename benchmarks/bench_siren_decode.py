@@ -31,6 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "workflow"))
 
 from volbench.codecs import siren  # noqa: E402
 from volbench.pipeline import cpu_model  # noqa: E402
+from volbench.torchenv import import_torch, resolve_device  # noqa: E402
 
 SEED_SHAPE = (100, 647, 813)  # seed 001, Table 7 (D x H x W)
 
@@ -51,7 +52,7 @@ def machine(torch) -> dict:
 
 def network(width: int, depth: int, bits: int, seed: int):
     """Header and payload of a SIREN-initialised network, stored as the codec stores it."""
-    torch = siren._torch()
+    torch = import_torch("siren")
     gen = torch.Generator().manual_seed(seed)
     tensors = siren.init_tensors(width, depth, 30.0, gen, torch)
     header = siren.make_header(width, depth, bits, 0.0, 65535.0)
@@ -59,8 +60,8 @@ def network(width: int, depth: int, bits: int, seed: int):
 
 
 def run(device: str, shape, header, payload, repeats: int):
-    torch = siren._torch()
-    dev = siren.resolve_device(device)
+    torch = import_torch("siren")
+    dev = resolve_device(device)
     # warm-up (CUDA context, kernels, allocator; CPU thread pool): not part of a decode
     siren.SirenCodec.decode(header, payload, (2, 64, 64), np.uint16, device=device)
     times = []
@@ -88,7 +89,7 @@ def main(argv=None) -> int:
     ap.add_argument("--out", default="results/benchmarks/siren_decode.jsonl", help="JSON lines, appended")
     a = ap.parse_args(argv)
 
-    torch = siren._torch()
+    torch = import_torch("siren")
     if a.threads:
         torch.set_num_threads(a.threads)
     devices = a.device or (["cpu", "cuda"] if torch.cuda.is_available() else ["cpu"])

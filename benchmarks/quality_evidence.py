@@ -38,7 +38,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "workflow"))
 from volbench import container, metrics  # noqa: E402
 from volbench.codecs.base import VolumeInfo, _full_header, decode_bytes, encode_volume, get_codec  # noqa: E402
 from volbench.datasets import synthetic  # noqa: E402
-from volbench.gaussfit.slicecodec import render_slices  # noqa: E402
+from volbench.codecs._gaussian import render_slices  # noqa: E402
 
 SIZES = {
     "small": {

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The GPU runs of volbench (gpu_ext, SIREN, the Gaussian codecs), in one go, on a machine with a CUDA GPU:
 #   1. build the extension for this GPU's architecture (scripts/build_gpu_ext.sh -> gpu_ext/build,
-#      which the loader in workflow/volbench/gaussians/backend.py picks up; no pip install needed)
+#      which the loader in workflow/volbench/gaussian_ops/backend.py picks up; no pip install needed)
 #   2. parity tests of the kernels against the PyTorch twin (tests/test_gpu_ext_parity.py)
 #      and the twin's own tests (tests/test_gaussian_ops.py)
 #   3. the benchmarks (benchmarks/bench_gpu_ext.py): results in docs/benchmarks-gpu/ (JSON and
@@ -56,7 +56,7 @@ fi
 VOLBENCH_GPU_EXT=1 PYTHONPATH=workflow "$PYTHON" - <<'PY' | tee "$logs/loader.txt"
 import warnings
 warnings.simplefilter("error")  # the fallback warning would be an error here
-from volbench.gaussians import backend
+from volbench.gaussian_ops import backend
 mod = backend.load()
 assert mod is not None, backend.reason()
 print(f"loader: {mod.__file__}")

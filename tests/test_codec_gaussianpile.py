@@ -18,9 +18,10 @@ torch = pytest.importorskip("torch")
 from volbench import container  # noqa: E402
 from volbench.codecs.base import VolumeInfo, _full_header, decode_bytes, encode_volume, file_size  # noqa: E402
 from volbench.codecs.gaussianpile import GaussianPile, decode_roi  # noqa: E402
+from volbench.codecs import _gaussian as slicecodec  # noqa: E402
+from volbench.codecs._gaussian import render_slices  # noqa: E402
 from volbench.errors import CorruptFile, VolbenchError  # noqa: E402
-from volbench.gaussfit import fileformat, morton, slicecodec  # noqa: E402
-from volbench.gaussfit.slicecodec import render_slices  # noqa: E402
+from volbench.gaussian_training import fileformat, morton  # noqa: E402
 from volbench.metrics import psnr_3d as psnr  # noqa: E402
 from decode_checks import assert_rois_are_crops, decode_elsewhere  # noqa: E402
 from volumes import blobs  # noqa: E402

@@ -18,9 +18,9 @@ from volbench.codecs.base import VolumeInfo, decode_bytes, encode_volume  # noqa
 from volbench.codecs.gs3d_slice import GS3DSlice, decode_roi  # noqa: E402
 from decode_checks import assert_rois_are_crops, decode_elsewhere  # noqa: E402
 from volbench.errors import CorruptFile, VolbenchError  # noqa: E402
-from volbench.gaussfit import fileformat, slicefit  # noqa: E402
-from volbench.gaussfit.slicecodec import render_slices  # noqa: E402
-from volbench.gaussians import ops  # noqa: E402
+from volbench.gaussian_training import fileformat, slicefit  # noqa: E402
+from volbench.codecs._gaussian import render_slices  # noqa: E402
+from volbench.gaussian_ops import ops  # noqa: E402
 from volbench.metrics import psnr_3d as psnr  # noqa: E402
 from volumes import blobs  # noqa: E402
 

@@ -25,6 +25,7 @@ from volbench import container  # noqa: E402
 from volbench.codecs import siren  # noqa: E402
 from volbench.codecs.base import VolumeInfo, decode_bytes, encode_volume, get_codec  # noqa: E402
 from volbench.errors import CorruptFile, VolbenchError  # noqa: E402
+from volbench.torchenv import resolve_device  # noqa: E402
 from decode_checks import decode_elsewhere  # noqa: E402
 
 #: decoded PSNR (range-normalised) the tiny volume must reach after TINY_ITERS steps
@@ -243,7 +244,7 @@ def test_cuda_requested_without_gpu():
     vol = smooth_volume((2, 4, 4))
     with pytest.raises(VolbenchError, match="CUDA is not available"):
         siren.SirenCodec(**TINY).encode(vol, VolumeInfo(device="cuda"))
-    assert siren.resolve_device("auto").type == "cpu"
+    assert resolve_device("auto").type == "cpu"
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")

@@ -18,9 +18,9 @@ from volbench.codecs.base import VolumeInfo, _full_header, decode_bytes, encode_
 from volbench.codecs import volmicro as volmicro_mod  # noqa: E402
 from volbench.codecs.volmicro import VolMicro, decode_roi  # noqa: E402
 from volbench.errors import CorruptFile, VolbenchError  # noqa: E402
-from volbench.gaussfit import gate as gate_mod  # noqa: E402
-from volbench.gaussfit import losses, volfit  # noqa: E402
-from volbench.gaussfit.gset import GaussianSet  # noqa: E402
+from volbench.gaussian_training import gate as gate_mod  # noqa: E402
+from volbench.gaussian_training import losses, volfit  # noqa: E402
+from volbench.gaussian_training.gset import GaussianSet  # noqa: E402
 from volbench.metrics import psnr_3d as psnr  # noqa: E402
 from decode_checks import assert_rois_are_crops, decode_elsewhere  # noqa: E402
 from volumes import blobs as _blobs  # noqa: E402
@@ -88,8 +88,8 @@ def test_roi_decode_equals_crop(encoded):
     # z-slabs that do not divide the depth give the same values
     chead, payload = container.unpack(data)[0]["codec_header"], container.unpack(data)[1]
     ops = volmicro_mod.common.ops_or_raise("volmicro")
-    a = volmicro_mod._render(ops, chead, payload, vol.shape, torch.device("cpu"), None, "t", slab=5)
-    b = volmicro_mod._render(ops, chead, payload, vol.shape, torch.device("cpu"), None, "t", slab=32)
+    a = VolMicro.render(ops, chead, payload, vol.shape, torch.device("cpu"), None, "t", slab=5)
+    b = VolMicro.render(ops, chead, payload, vol.shape, torch.device("cpu"), None, "t", slab=32)
     assert np.array_equal(a, b)
     with pytest.raises(VolbenchError):
         decode_roi(path, (0, 17, 0, 4, 0, 4), device="cpu")

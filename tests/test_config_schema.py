@@ -25,7 +25,9 @@ CASES = [
     ("unknown top-level key", _cfg(codes={}), "codes"),
     ("url without sha256", _cfg(datasets={"d": {"url": "https://example.org/v.tif"}}), "sha256"),
     ("http url", _cfg(datasets={"d": {"url": "http://example.org/v.tif", "sha256": "0" * 64}}), "not https"),
-    ("two sources", _cfg(datasets={"d": {"path": "v.tif", "synthetic": {"generator": "cells"}}}), "datasets.d"),
+    ("two sources", _cfg(datasets={"d": {"path": "v.tif", "synthetic": {"generator": "cells"}}}),
+     "datasets.d: give exactly one of synthetic, path, url"),
+    ("no source", _cfg(datasets={"d": {"spacing": [1, 1, 1]}}), "datasets.d: give exactly one of synthetic, path, url"),
     ("unsafe dataset name", _cfg(datasets={"a;rm": {"path": "v.tif"}}), "a;rm"),
     ("unsafe codec name", _cfg(codecs={"z/s": {"codec": "zstd", "rate_points": [{"level": 1}]}}), "z/s"),
     ("rate_points not a list", _cfg(codecs={"zstd": {"rate_points": {"level": 3}}}), "rate_points"),
@@ -33,7 +35,11 @@ CASES = [
     ("unknown parameter", _cfg(codecs={"zstd": {"rate_points": [{"levle": 3}]}}), "codecs.zstd.rate_points[0]"),
     ("duplicate points", _cfg(codecs={"zstd": {"rate_points": [{"level": 3}, {"level": 3}]}}), "duplicate"),
     ("target_bpp without knob", _cfg(codecs={"zstd": {"rate_points": [{"target_bpp": 2}]}}), "no rate knob"),
-    ("bad spacing type", _cfg(datasets={"a": {"synthetic": {"generator": "cells"}, "spacing": "1,1,1"}}), "spacing"),
+    ("bad spacing type", _cfg(datasets={"a": {"synthetic": {"generator": "cells"}, "spacing": "1,1,1"}}),
+     "datasets.a.spacing"),
+    ("unknown paper option", _cfg(paper={"rd_metric": ["psnr_3d"]}), "'rd_metric' was unexpected"),
+    ("unknown rd metric", _cfg(paper={"rd_metrics": ["psnr_3d", "psnr"]}), "paper.rd_metrics[1]: 'psnr' is not one of"),
+    ("bad bd_method", _cfg(paper={"bd_method": "linear"}), "paper.bd_method: 'linear' is not one of"),
 ]
 
 
@@ -51,6 +57,18 @@ def test_invalid_config_fails_before_any_job(tmp_path, repo_root, label, cfg, ne
 def test_check_config_accepts_the_shipped_configs(repo_root):
     for name in ("config/config.yaml", "tests/configs/tiny.yaml"):
         check_config(yaml.safe_load((repo_root / name).read_text()))
+
+
+def test_schema_accepts_the_shipped_configs_and_every_paper_option(repo_root):
+    import jsonschema
+
+    validator = jsonschema.Draft202012Validator(yaml.safe_load((repo_root / "workflow/schemas/config.schema.yaml").read_text()))
+    for name in ("config/config.yaml", "config/paper.yaml", "tests/configs/tiny.yaml"):
+        validator.validate(yaml.safe_load((repo_root / name).read_text()))
+    paper = {"rd_metrics": ["psnr_2d", "ssim_fg"], "qualitative_bpv": 0.1, "qualitative_slice": {"a": 3},
+             "bd_method": "akima", "bd_min_points": 3, "bd_min_overlap": 0.5}
+    validator.validate(_cfg(paper=paper))
+    validator.validate(_cfg(paper={"qualitative_slice": 7}))
 
 
 def test_point_labels():

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from volbench import container
+from volbench import container, io
 from volbench.errors import CorruptFile
 
 
@@ -38,10 +38,21 @@ def test_bad_magic():
         container.unpack(b"NOTVOLBE" + b"\x00" * 40, "f")
 
 
-def test_write_atomic_leaves_no_temp(tmp_path):
+def test_atomic_write_leaves_no_temp(tmp_path):
     p = tmp_path / "a" / "f.vbc"
-    container.write_atomic(p, b"xyz")
+    io.atomic_write_bytes(p, b"xyz", fsync=True)
     assert p.read_bytes() == b"xyz"
+    assert sorted(x.name for x in p.parent.iterdir()) == ["f.vbc"]
+    io.atomic_write_text(p, "a\r\nb")
+    assert p.read_bytes() == b"a\r\nb"
+
+    def fail(tmp):
+        tmp.write_bytes(b"half")
+        raise OSError("disk full")
+
+    with pytest.raises(OSError, match="disk full"):
+        io.atomic_write(p, fail)
+    assert p.read_bytes() == b"a\r\nb"
     assert sorted(x.name for x in p.parent.iterdir()) == ["f.vbc"]
 
 

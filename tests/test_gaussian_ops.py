@@ -9,9 +9,9 @@ import warnings
 import pytest
 import torch
 
-from volbench.gaussians import axial_cameras, covariance, rasterize_slices, uses_cuda, voxelize
-from volbench.gaussians import fixed
-from volbench.gaussians import torch_impl as twin
+from volbench.gaussian_ops import axial_cameras, covariance, rasterize_slices, uses_cuda, voxelize
+from volbench.gaussian_ops import fixed
+from volbench.gaussian_ops import torch_impl as twin
 
 D64 = torch.float64
 
@@ -434,7 +434,7 @@ def test_degenerate_scales_give_no_nan():
 
 @pytest.fixture
 def fresh_backend(monkeypatch, tmp_path):
-    from volbench.gaussians import backend
+    from volbench.gaussian_ops import backend
 
     backend.reset()
     monkeypatch.delenv("VOLBENCH_GPU_EXT", raising=False)
@@ -500,7 +500,7 @@ def test_loader_order_installed_built_jit_then_warn_once(fresh_backend, monkeypa
 
 def _built_module_file():
     import glob
-    from volbench.gaussians import backend
+    from volbench.gaussian_ops import backend
 
     libs = sorted(glob.glob(str(backend.CSRC.parent / "build" / "lib" / "volbench_gpu_ext*.so")))
     return libs[0] if libs else None

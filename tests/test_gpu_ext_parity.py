@@ -14,8 +14,8 @@ import math
 import pytest
 import torch
 
-from volbench.gaussians import backend, ops
-from volbench.gaussians import torch_impl as twin
+from volbench.gaussian_ops import backend, ops
+from volbench.gaussian_ops import torch_impl as twin
 
 pytestmark = [pytest.mark.cuda,
               pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")]

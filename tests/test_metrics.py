@@ -44,6 +44,15 @@ def test_exact_is_inf_and_constant_is_nan():
     assert "undefined" in out["note"]
 
 
+
+def test_psnr_from_mse():
+    assert metrics.psnr_from_mse(0.01, 10.0) == pytest.approx(40.0)
+    assert metrics.psnr_from_mse(1e-3) == pytest.approx(30.0)  # [0, 1] scale, peak 1
+    assert metrics.psnr_from_mse(0.0) == math.inf and metrics.psnr_from_mse(0.0, 5.0) == math.inf
+    assert math.isnan(metrics.psnr_from_mse(0.1, 0.0))
+    # the normalised form is -10 log10(mse) exactly (no rounding of 1 / mse)
+    assert metrics.psnr_from_mse(0.3) == -10.0 * math.log10(0.3)
+
 def _ssim_one_window(x, y, R):
     x = x.astype(float).ravel()
     y = y.astype(float).ravel()

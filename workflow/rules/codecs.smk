@@ -9,9 +9,11 @@ rule encode:
     output:
         directory("results/encoded/{dataset}/{codec}/{point}"),
     params:
-        codec_type=lambda w: codec_entry(w.codec).get("codec", w.codec),
-        module=lambda w: ("--module " + shlex.quote(codec_entry(w.codec)["module"])) if codec_entry(w.codec).get("module") else "",
+        vb=VB,
+        codec_type=lambda w: codec_type(w.codec),
+        module=module_arg,
         params=lambda w: json.dumps(rate_points(w.codec)[w.point], sort_keys=True),
+        seed=SEED,
         device=lambda w: codec_device(w.codec),
         tolerance=config.get("target_bpp_tolerance", 0.05),
     resources:
@@ -24,10 +26,11 @@ rule encode:
     conda:
         CONDA_ENV
     shell:
-        "{VB} encode --volume {input.vol} --meta {input.meta} --codec-type {params.codec_type}"
-        " {params.module} --params {params.params:q} --seed {SEED} --threads {threads}"
-        " --device {params.device} --tolerance {params.tolerance} --out-dir {output} > {log} 2>&1"
-        " || {{ tail -n 3 {log} >&2; exit 1; }}"
+        vb_shell(
+            "encode --volume {input.vol} --meta {input.meta} --codec-type {params.codec_type}"
+            " {params.module} --params {params.params:q} --seed {params.seed} --threads {threads}"
+            " --device {params.device} --tolerance {params.tolerance} --out-dir {output}"
+        )
 
 
 rule decode:
@@ -36,6 +39,7 @@ rule decode:
     output:
         directory("results/decoded/{dataset}/{codec}/{point}"),
     params:
+        vb=VB,
         device=lambda w: codec_device(w.codec),
     resources:
         gpu=cell_gpus,
@@ -47,8 +51,7 @@ rule decode:
     conda:
         CONDA_ENV
     shell:
-        "{VB} decode --input {input}/volume.vbc --device {params.device} --out-dir {output} > {log} 2>&1"
-        " || {{ tail -n 3 {log} >&2; exit 1; }}"
+        vb_shell("decode --input {input}/volume.vbc --device {params.device} --out-dir {output}")
 
 
 rule score:
@@ -60,8 +63,9 @@ rule score:
     output:
         "results/metrics/{dataset}/{codec}/{point}/metrics.json",
     params:
+        vb=VB,
         cell=lambda w: json.dumps({"dataset": w.dataset, "codec": w.codec, "point": w.point,
-                                   "codec_type": codec_entry(w.codec).get("codec", w.codec)}),
+                                   "codec_type": codec_type(w.codec)}),
         lpips=json.dumps(config.get("metrics", {}).get("lpips", {})),
         fg=config.get("metrics", {}).get("foreground_threshold", 0.01),
     log:
@@ -71,7 +75,8 @@ rule score:
     conda:
         CONDA_ENV
     shell:
-        "{VB} score --original {input.orig} --meta {input.meta} --encoded-dir {input.enc}"
-        " --decoded-dir {input.dec} --cell {params.cell:q} --lpips {params.lpips:q}"
-        " --foreground-threshold {params.fg} --out {output} > {log} 2>&1"
-        " || {{ tail -n 3 {log} >&2; exit 1; }}"
+        vb_shell(
+            "score --original {input.orig} --meta {input.meta} --encoded-dir {input.enc}"
+            " --decoded-dir {input.dec} --cell {params.cell:q} --lpips {params.lpips:q}"
+            " --foreground-threshold {params.fg} --out {output}"
+        )

@@ -1,21 +1,50 @@
-# Helpers shared by the rules: config access, cell enumeration, the volbench command.
+# Helpers shared by the rules: the config (validated here), cell enumeration, the volbench
+# command of every rule, the targets. The rule files hold rules only.
 import json
 import os
+import posixpath
 import re
 import shlex
+
+from jsonschema.exceptions import ValidationError
+from snakemake.exceptions import WorkflowError
+from snakemake.utils import validate
 
 sys_path_volbench = os.path.join(workflow.basedir, "workflow")
 if sys_path_volbench not in sys.path:
     sys.path.insert(0, sys_path_volbench)
 
-from volbench.config import check_config, point_label, codec_gpu  # noqa: E402
+from volbench.config import check_config, point_label, codec_gpu, schema_error  # noqa: E402
+from volbench.errors import VolbenchError  # noqa: E402
+from volbench.paper.tables import GENERATORS as _PAPER_GENERATORS  # noqa: E402
+
+# The config is checked before any job runs: first against the JSON schema (which also fills in
+# its defaults), then by check_config. A mistake stops here with one line naming the key.
+try:
+    validate(config, schema="../schemas/config.schema.yaml")
+except WorkflowError as exc:
+    if not isinstance(exc.__context__, ValidationError):
+        raise
+    raise VolbenchError(schema_error(exc.__context__)) from None
 
 check_config(config)
 
-# The volbench command line, runnable in any environment that has the dependencies
-# (the setup script's virtual environment, or the conda environment of envs/volbench.yaml).
+# The volbench command line, runnable in any environment that has the dependencies (the setup
+# script's virtual environment, or the conda environment of envs/volbench.yaml). Every rule
+# receives it as params.vb.
 VB = "PYTHONPATH={}${{PYTHONPATH:+:$PYTHONPATH}} python -m volbench.cli".format(shlex.quote(sys_path_volbench))
 CONDA_ENV = "../../envs/volbench.yaml"
+
+
+# what follows every volbench command: its output goes into the job's log, and a failure shows
+# the log's last lines on stderr
+TO_LOG = "> {log} 2>&1 || {{ tail -n 3 {log} >&2; exit 1; }}"
+
+
+def vb_shell(args):
+    """The shell command that runs `volbench ARGS` (the command line is params.vb) into the log."""
+    return " ".join(["{params.vb}", args, TO_LOG])
+
 
 DATASETS = list(config["datasets"])
 CODECS = list(config["codecs"])
@@ -25,6 +54,17 @@ DEVICE = str(config.get("device", "auto"))
 
 def codec_entry(codec):
     return config["codecs"][codec]
+
+
+def codec_type(codec):
+    """The codec type of a codec instance: its `codec:`, else the instance's own name."""
+    return codec_entry(codec).get("codec", codec)
+
+
+def module_arg(wildcards):
+    """--module of a codec instance whose type lives in a module of its own, else nothing."""
+    own = codec_entry(wildcards.codec).get("module")
+    return f"--module {shlex.quote(own)}" if own else ""
 
 
 def rate_points(codec):
@@ -46,6 +86,7 @@ wildcard_constraints:
     dataset="[A-Za-z0-9_-]+",
     codec="[A-Za-z0-9_-]+",
     point="[A-Za-z0-9._-]+",
+    table="seed00[0-9]_table[0-9]+",
 
 
 def cell_paths(kind):
@@ -78,7 +119,9 @@ def cell_gres(wildcards):
     return f"gpu:{n}" if GPU_REQUEST == "gres" and n else ""
 
 
+# -- datasets ------------------------------------------------------------------------------------
 def source_input(wildcards):
+    """The source file of a dataset: its download (url), its file (path), none (synthetic)."""
     entry = config["datasets"][wildcards.dataset]
     if "url" in entry:
         return [download_path(wildcards.dataset)]
@@ -87,12 +130,93 @@ def source_input(wildcards):
     return []
 
 
+def source_arg(wildcards, input):
+    """--source of the prepare step: its input file (a download or a `path:`), where it has one."""
+    return f"--source {shlex.quote(str(input[0]))}" if input else ""
+
+
 def download_path(dataset):
     entry = config["datasets"][dataset]
-    name = os.path.basename((entry.get("member") or entry["url"]).rstrip("/").split("?")[0]) or "download"
-    return f"resources/downloads/{dataset}/{name}"
+    # the file's name: the last part of the member, else of the url (without its query)
+    name = posixpath.basename((entry.get("member") or entry["url"]).rstrip(posixpath.sep).split("?")[0])
+    return f"resources/downloads/{dataset}/{name or 'download'}"
 
 
+# Datasets given by `path:` (behind a registration page, or without a published checksum): a
+# missing file is not a planning error. `snakemake -n` plans the whole run; the job that would
+# "make" a missing file stops with the dataset's `instructions:` (where to get it, how to convert
+# it). Only files missing when the workflow is parsed get this rule: an existing file is a plain
+# source file, so no rule (and no --forceall) can ever delete or replace a user's data.
+MANUAL_SOURCES = {
+    str(e["path"]): (d, str(e.get("instructions", "")))
+    for d, e in config["datasets"].items()
+    if isinstance(e, dict) and e.get("path") and not os.path.exists(str(e["path"]))
+}
+
+
+def manual_source_message(wildcards):
+    dataset, instructions = MANUAL_SOURCES[wildcards.manual_source]
+    return "volbench: error: dataset {d}: {p} does not exist; get the file by hand and place it there ({i})".format(
+        d=dataset, p=wildcards.manual_source, i=instructions or "see the comment above its entry in the config")
+
+
+# -- paper outputs (workflow/rules/paper.smk, docs/reproduce-papers.md) ---------------------------
+PAPER_TABLES = list(_PAPER_GENERATORS)
+# `paper:` options of the config, checked by the schema (docs/reproduce-papers.md, "Options")
+PAPER_OPTS = dict(config.get("paper") or {})
+PAPER_RD_METRICS = list(PAPER_OPTS.get("rd_metrics") or ["psnr_2d", "psnr_3d", "ssim_3d", "lpips"])
+PAPER_BD_ARGS = "--method {} --min-points {} --min-overlap {}".format(
+    PAPER_OPTS.get("bd_method", "pchip"), int(PAPER_OPTS.get("bd_min_points", 4)),
+    float(PAPER_OPTS.get("bd_min_overlap", 0.75)))
+PAPER_TRAINING_TYPES = {"siren", "volmicro", "gaussianpile", "gs3d_slice"}
+# the parts of the config the paper outputs use (dataset modality, codec order/types, anchor, matched_bpp)
+PAPER_CFG = json.dumps(
+    {k: config[k] for k in ("datasets", "codecs", "anchor", "matched_bpp", "paper") if k in config},
+)  # not sort_keys: the config's order of datasets, codecs and rate points is the tables' order
+PAPER_MATCHED_BPP = float(PAPER_OPTS.get("qualitative_bpv") or (config.get("matched_bpp") or [0.073])[0])
+
+
+def paper_slice(wildcards):
+    """--slice of the qualitative figure: paper.qualitative_slice, one index or {dataset: index}."""
+    z = PAPER_OPTS.get("qualitative_slice")
+    if isinstance(z, dict):
+        z = z.get(wildcards.dataset)
+    return "" if z is None else f"--slice {int(z)}"
+
+
+def paper_training_cells(dataset):
+    return [
+        f"results/encoded/{d}/{c}/{p}"
+        for d, c, p in CELLS
+        if d == dataset and codec_type(c) in PAPER_TRAINING_TYPES
+    ]
+
+
+def paper_training_datasets():
+    return [d for d in DATASETS if paper_training_cells(d)]
+
+
+def paper_decoded_cells(dataset):
+    return [f"results/decoded/{d}/{c}/{p}" for d, c, p in CELLS if d == dataset]
+
+
+def paper_targets():
+    """Every final output of the paper rules."""
+    t = []
+    for name in PAPER_TABLES:
+        t += [f"results/tables/paper/{name}.{ext}" for ext in ("csv", "md", "tex", "html")]
+    t += [f"results/tables/paper/bdrate.{ext}" for ext in ("csv", "md", "tex", "html")]
+    t += [f"results/tables/paper/environment.{ext}" for ext in ("md", "html")]
+    t += [f"results/plots/bubble.{ext}" for ext in ("png", "pdf")]
+    for d in DATASETS:
+        t += [f"results/plots/{d}/rd_{m}.{ext}" for m in PAPER_RD_METRICS for ext in ("png", "pdf")]
+        t += [f"results/plots/{d}/{n}.{ext}" for n in ("qualitative", "error_maps") for ext in ("png", "pdf")]
+    for d in paper_training_datasets():
+        t += [f"results/plots/{d}/training_dynamics.{ext}" for ext in ("png", "pdf")]
+    return t
+
+
+# -- targets -------------------------------------------------------------------------------------
 def core_targets():
     targets = ["results/tables/summary.csv", "results/tables/summary.md", "results/tables/environment.json"]
     targets += [f"results/plots/{d}/rd.png" for d in DATASETS]
@@ -100,7 +224,4 @@ def core_targets():
 
 
 def all_targets():
-    targets = core_targets()
-    if "paper_targets" in globals():
-        targets += paper_targets()
-    return targets
+    return core_targets() + paper_targets()

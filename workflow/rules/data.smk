@@ -5,6 +5,7 @@ rule fetch:
     output:
         "resources/downloads/{dataset}/{file}",
     params:
+        vb=VB,
         entry=lambda w: json.dumps(config["datasets"][w.dataset]),
     retries: 1
     log:
@@ -14,10 +15,10 @@ rule fetch:
     conda:
         CONDA_ENV
     shell:
-        "{VB} fetch --name {wildcards.dataset} --entry {params.entry:q} --out {output} > {log} 2>&1"
-        " || {{ tail -n 3 {log} >&2; exit 1; }}"
+        vb_shell("fetch --name {wildcards.dataset} --entry {params.entry:q} --out {output}")
 
 
+# the source file (a download or a `path:`) is the rule's input; synthetic datasets have none
 rule prepare:
     input:
         source_input,
@@ -25,8 +26,9 @@ rule prepare:
         vol="results/data/{dataset}/volume.tif",
         meta="results/data/{dataset}/meta.json",
     params:
+        vb=VB,
         entry=lambda w: json.dumps(config["datasets"][w.dataset]),
-        source=lambda w, input: f"--source {shlex.quote(str(input[0]))}" if "url" in config["datasets"][w.dataset] else "",
+        source=source_arg,
     log:
         "logs/prepare/{dataset}.log",
     benchmark:
@@ -34,6 +36,25 @@ rule prepare:
     conda:
         CONDA_ENV
     shell:
-        "{VB} prepare --name {wildcards.dataset} --entry {params.entry:q} {params.source}"
-        " --out-dir results/data/{wildcards.dataset} > {log} 2>&1"
-        " || {{ tail -n 3 {log} >&2; exit 1; }}"
+        vb_shell(
+            "prepare --name {wildcards.dataset} --entry {params.entry:q} {params.source}"
+            " --out-dir results/data/{wildcards.dataset}"
+        )
+
+
+# a `path:` dataset whose file is missing (MANUAL_SOURCES, common.smk): the job that would make
+# it stops with the dataset's instructions
+if MANUAL_SOURCES:
+
+    localrules:
+        manual_dataset,
+
+    rule manual_dataset:
+        output:
+            "{manual_source}",
+        wildcard_constraints:
+            manual_source="|".join(re.escape(p) for p in sorted(MANUAL_SOURCES)),
+        params:
+            msg=manual_source_message,
+        shell:
+            "echo {params.msg:q} >&2; exit 1"

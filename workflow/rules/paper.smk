@@ -1,112 +1,7 @@
 # Paper outputs: the seeds' tables, BD-rate against the anchor, and the figures
 # (docs/reproduce-papers.md). Everything reads results/tables/summary.csv; the figures that need
 # voxels also read results/data and results/decoded, the training plot results/encoded/.../history.csv.
-from volbench.paper.tables import GENERATORS as _PAPER_GENERATORS  # noqa: E402
-
-
-# the report's front page (snakemake --report): what ran, and where each section comes from
-report: "../report/workflow.rst"
-
-PAPER_TABLES = list(_PAPER_GENERATORS)
-# `paper:` options of the config (docs/reproduce-papers.md, "Options")
-PAPER_OPTS = dict(config.get("paper") or {})
-_PAPER_KNOWN = {"rd_metrics", "qualitative_bpv", "qualitative_slice", "bd_method", "bd_min_points", "bd_min_overlap"}
-if set(PAPER_OPTS) - _PAPER_KNOWN:
-    raise ValueError(f"config paper: unknown option(s) {sorted(set(PAPER_OPTS) - _PAPER_KNOWN)}; "
-                     f"known: {sorted(_PAPER_KNOWN)}")
-PAPER_RD_METRICS = list(PAPER_OPTS.get("rd_metrics") or ["psnr_2d", "psnr_3d", "ssim_3d", "lpips"])
-_PAPER_RD_ALLOWED = ["psnr_2d", "ssim_2d", "psnr_3d", "ssim_3d", "lpips", "psnr_fg", "ssim_fg"]
-if not set(PAPER_RD_METRICS) <= set(_PAPER_RD_ALLOWED):
-    raise ValueError(f"config paper.rd_metrics: {sorted(set(PAPER_RD_METRICS) - set(_PAPER_RD_ALLOWED))} unknown; "
-                     f"choose from {_PAPER_RD_ALLOWED}")
-if str(PAPER_OPTS.get("bd_method", "pchip")) not in ("pchip", "akima", "cubic"):
-    raise ValueError("config paper.bd_method: one of pchip, akima, cubic")
-PAPER_BD_ARGS = "--method {} --min-points {} --min-overlap {}".format(
-    PAPER_OPTS.get("bd_method", "pchip"), int(PAPER_OPTS.get("bd_min_points", 4)),
-    float(PAPER_OPTS.get("bd_min_overlap", 0.75)))
-PAPER_TRAINING_TYPES = {"siren", "volmicro", "gaussianpile", "gs3d_slice"}
-# the parts of the config the paper outputs use (dataset modality, codec order/types, anchor, matched_bpp)
-PAPER_CFG = json.dumps(
-    {k: config[k] for k in ("datasets", "codecs", "anchor", "matched_bpp", "paper") if k in config},
-)  # not sort_keys: the config's order of datasets, codecs and rate points is the tables' order
-PAPER_MATCHED_BPP = float(PAPER_OPTS.get("qualitative_bpv") or (config.get("matched_bpp") or [0.073])[0])
-
-
-def paper_slice(wildcards):
-    """--slice of the qualitative figure: paper.qualitative_slice, one index or {dataset: index}."""
-    z = PAPER_OPTS.get("qualitative_slice")
-    if isinstance(z, dict):
-        z = z.get(wildcards.dataset)
-    return "" if z is None else f"--slice {int(z)}"
-
-
-wildcard_constraints:
-    table="seed00[0-9]_table[0-9]+",
-
-
-# Datasets given by `path:` (behind a registration page, or without a published checksum): a
-# missing file is not a planning error. `snakemake -n` plans the whole run; the job that would
-# "make" a missing file stops with the dataset's `instructions:` (where to get it, how to convert
-# it). Only files missing when the workflow is parsed get this rule: an existing file is a plain
-# source file, so no rule (and no --forceall) can ever delete or replace a user's data.
-PAPER_MANUAL = {
-    str(e["path"]): (d, str(e.get("instructions", "")))
-    for d, e in config["datasets"].items()
-    if isinstance(e, dict) and e.get("path") and not os.path.exists(str(e["path"]))
-}
-
-if PAPER_MANUAL:
-
-    localrules:
-        manual_dataset,
-
-    rule manual_dataset:
-        output:
-            "{manual_source}",
-        wildcard_constraints:
-            manual_source="|".join(re.escape(p) for p in sorted(PAPER_MANUAL)),
-        params:
-            msg=lambda w: "volbench: error: dataset {d}: {p} does not exist; get the file by hand and place it "
-            "there ({i})".format(d=PAPER_MANUAL[w.manual_source][0], p=w.manual_source,
-                                  i=PAPER_MANUAL[w.manual_source][1] or "see the comment above its entry in the config"),
-        shell:
-            "echo {params.msg:q} >&2; exit 1"
-
-
-def _paper_codec_type(codec):
-    return codec_entry(codec).get("codec", codec)
-
-
-def paper_training_cells(dataset):
-    return [
-        f"results/encoded/{d}/{c}/{p}"
-        for d, c, p in CELLS
-        if d == dataset and _paper_codec_type(c) in PAPER_TRAINING_TYPES
-    ]
-
-
-def paper_training_datasets():
-    return [d for d in DATASETS if paper_training_cells(d)]
-
-
-def paper_decoded_cells(dataset):
-    return [f"results/decoded/{d}/{c}/{p}" for d, c, p in CELLS if d == dataset]
-
-
-def paper_targets():
-    """Every final output of the paper rules (the lead's rule all includes these)."""
-    t = []
-    for name in PAPER_TABLES:
-        t += [f"results/tables/paper/{name}.{ext}" for ext in ("csv", "md", "tex", "html")]
-    t += [f"results/tables/paper/bdrate.{ext}" for ext in ("csv", "md", "tex", "html")]
-    t += [f"results/tables/paper/environment.{ext}" for ext in ("md", "html")]
-    t += [f"results/plots/bubble.{ext}" for ext in ("png", "pdf")]
-    for d in DATASETS:
-        t += [f"results/plots/{d}/rd_{m}.{ext}" for m in PAPER_RD_METRICS for ext in ("png", "pdf")]
-        t += [f"results/plots/{d}/{n}.{ext}" for n in ("qualitative", "error_maps") for ext in ("png", "pdf")]
-    for d in paper_training_datasets():
-        t += [f"results/plots/{d}/training_dynamics.{ext}" for ext in ("png", "pdf")]
-    return t
+# The targets and options (PAPER_*, paper_targets) are in common.smk.
 
 
 rule paper_table:
@@ -119,6 +14,7 @@ rule paper_table:
         html=report("results/tables/paper/{table}.html", caption="../report/paper_table.rst",
                     category="Paper tables", subcategory="{table}"),
     params:
+        vb=VB,
         cfg=PAPER_CFG,
     log:
         "logs/paper/table_{table}.log",
@@ -127,9 +23,10 @@ rule paper_table:
     conda:
         CONDA_ENV
     shell:
-        "{VB} paper-tables --summary {input} --config-json {params.cfg:q} --results results"
-        " --table {wildcards.table} --out results/tables/paper > {log} 2>&1"
-        " || {{ tail -n 3 {log} >&2; exit 1; }}"
+        vb_shell(
+            "paper-tables --summary {input} --config-json {params.cfg:q} --results results"
+            " --table {wildcards.table} --out results/tables/paper"
+        )
 
 
 rule paper_bdrate:
@@ -142,8 +39,10 @@ rule paper_bdrate:
         html=report("results/tables/paper/bdrate.html", caption="../report/bdrate.rst",
                     category="Paper tables", subcategory="BD-rate"),
     params:
+        vb=VB,
         cfg=PAPER_CFG,
         anchor=config.get("anchor", "hevc"),
+        bd=PAPER_BD_ARGS,
     log:
         "logs/paper/bdrate.log",
     benchmark:
@@ -151,9 +50,10 @@ rule paper_bdrate:
     conda:
         CONDA_ENV
     shell:
-        "{VB} bdrate --summary {input} --config-json {params.cfg:q} --anchor {params.anchor:q}"
-        " {PAPER_BD_ARGS} --out results/tables/paper > {log} 2>&1"
-        " || {{ tail -n 3 {log} >&2; exit 1; }}"
+        vb_shell(
+            "bdrate --summary {input} --config-json {params.cfg:q} --anchor {params.anchor:q}"
+            " {params.bd} --out results/tables/paper"
+        )
 
 
 rule paper_environment:
@@ -163,13 +63,14 @@ rule paper_environment:
         md="results/tables/paper/environment.md",
         html=report("results/tables/paper/environment.html", caption="../report/paper_environment.rst",
                     category="Environment"),
+    params:
+        vb=VB,
     log:
         "logs/paper/environment.log",
     conda:
         CONDA_ENV
     shell:
-        "{VB} paper-environment --env-json {input} --out results/tables/paper/environment > {log} 2>&1"
-        " || {{ tail -n 3 {log} >&2; exit 1; }}"
+        vb_shell("paper-environment --env-json {input} --out results/tables/paper/environment")
 
 
 rule paper_rd:
@@ -180,6 +81,7 @@ rule paper_rd:
                 category="Rate-distortion (paper)", subcategory="{dataset}") for m in PAPER_RD_METRICS],
         pdfs=expand("results/plots/{{dataset}}/rd_{m}.pdf", m=PAPER_RD_METRICS),
     params:
+        vb=VB,
         cfg=PAPER_CFG,
         metrics=" ".join(PAPER_RD_METRICS),
     log:
@@ -189,9 +91,10 @@ rule paper_rd:
     conda:
         CONDA_ENV
     shell:
-        "{VB} figures rd --summary {input} --config-json {params.cfg:q} --dataset {wildcards.dataset}"
-        " --metrics {params.metrics} --out results/plots/{wildcards.dataset} > {log} 2>&1"
-        " || {{ tail -n 3 {log} >&2; exit 1; }}"
+        vb_shell(
+            "figures rd --summary {input} --config-json {params.cfg:q} --dataset {wildcards.dataset}"
+            " --metrics {params.metrics} --out results/plots/{wildcards.dataset}"
+        )
 
 
 rule paper_bubble:
@@ -201,6 +104,7 @@ rule paper_bubble:
         png=report("results/plots/bubble.png", caption="../report/paper_bubble.rst", category="Speed"),
         pdf="results/plots/bubble.pdf",
     params:
+        vb=VB,
         cfg=PAPER_CFG,
     log:
         "logs/paper/bubble.log",
@@ -209,8 +113,7 @@ rule paper_bubble:
     conda:
         CONDA_ENV
     shell:
-        "{VB} figures bubble --summary {input} --config-json {params.cfg:q} --out results/plots/bubble > {log} 2>&1"
-        " || {{ tail -n 3 {log} >&2; exit 1; }}"
+        vb_shell("figures bubble --summary {input} --config-json {params.cfg:q} --out results/plots/bubble")
 
 
 rule paper_training:
@@ -222,6 +125,7 @@ rule paper_training:
                    category="Training dynamics", subcategory="{dataset}"),
         pdf="results/plots/{dataset}/training_dynamics.pdf",
     params:
+        vb=VB,
         cfg=PAPER_CFG,
     log:
         "logs/paper/training_{dataset}.log",
@@ -230,9 +134,10 @@ rule paper_training:
     conda:
         CONDA_ENV
     shell:
-        "{VB} figures training --results results --config-json {params.cfg:q} --dataset {wildcards.dataset}"
-        " --out results/plots/{wildcards.dataset}/training_dynamics > {log} 2>&1"
-        " || {{ tail -n 3 {log} >&2; exit 1; }}"
+        vb_shell(
+            "figures training --results results --config-json {params.cfg:q} --dataset {wildcards.dataset}"
+            " --out results/plots/{wildcards.dataset}/training_dynamics"
+        )
 
 
 rule paper_qualitative:
@@ -248,6 +153,7 @@ rule paper_qualitative:
                    category="Qualitative", subcategory="{dataset}"),
         err_pdf="results/plots/{dataset}/error_maps.pdf",
     params:
+        vb=VB,
         cfg=PAPER_CFG,
         bpv=PAPER_MATCHED_BPP,
         slice=paper_slice,
@@ -258,7 +164,8 @@ rule paper_qualitative:
     conda:
         CONDA_ENV
     shell:
-        "{VB} figures qualitative --summary {input.summary} --results results --config-json {params.cfg:q}"
-        " --dataset {wildcards.dataset} --bpv {params.bpv} {params.slice} --out results/plots/{wildcards.dataset}/qualitative"
-        " --out-errors results/plots/{wildcards.dataset}/error_maps > {log} 2>&1"
-        " || {{ tail -n 3 {log} >&2; exit 1; }}"
+        vb_shell(
+            "figures qualitative --summary {input.summary} --results results --config-json {params.cfg:q}"
+            " --dataset {wildcards.dataset} --bpv {params.bpv} {params.slice} --out results/plots/{wildcards.dataset}/qualitative"
+            " --out-errors results/plots/{wildcards.dataset}/error_maps"
+        )

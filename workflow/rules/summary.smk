@@ -7,6 +7,8 @@ rule summary:
     output:
         csv=report("results/tables/summary.csv", caption="../report/summary.rst", category="Summary"),
         md="results/tables/summary.md",
+    params:
+        vb=VB,
     log:
         "logs/summary.log",
     benchmark:
@@ -14,8 +16,7 @@ rule summary:
     conda:
         CONDA_ENV
     shell:
-        "{VB} summarize --out-csv {output.csv} --out-md {output.md} {input} > {log} 2>&1"
-        " || {{ tail -n 3 {log} >&2; exit 1; }}"
+        vb_shell("summarize --out-csv {output.csv} --out-md {output.md} {input}")
 
 
 rule plot_rd:
@@ -24,6 +25,8 @@ rule plot_rd:
     output:
         report("results/plots/{dataset}/rd.png", caption="../report/rd.rst", category="Rate-distortion",
                subcategory="{dataset}"),
+    params:
+        vb=VB,
     log:
         "logs/plot_rd/{dataset}.log",
     benchmark:
@@ -31,15 +34,15 @@ rule plot_rd:
     conda:
         CONDA_ENV
     shell:
-        "{VB} plot-rd --summary {input} --dataset {wildcards.dataset} --out {output} > {log} 2>&1"
-        " || {{ tail -n 3 {log} >&2; exit 1; }}"
+        vb_shell("plot-rd --summary {input} --dataset {wildcards.dataset} --out {output}")
 
 
 rule environment:
     output:
         report("results/tables/environment.json", caption="../report/environment.rst", category="Environment"),
     params:
-        codecs=json.dumps({c: codec_entry(c).get("codec", c) for c in CODECS}),
+        vb=VB,
+        codecs=json.dumps({c: codec_type(c) for c in CODECS}),
     log:
         "logs/environment.log",
     benchmark:
@@ -47,5 +50,4 @@ rule environment:
     conda:
         CONDA_ENV
     shell:
-        "{VB} environment --codecs {params.codecs:q} --out {output} > {log} 2>&1"
-        " || {{ tail -n 3 {log} >&2; exit 1; }}"
+        vb_shell("environment --codecs {params.codecs:q} --out {output}")

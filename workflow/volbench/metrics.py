@@ -40,16 +40,21 @@ DEFAULT_MEMORY_MB = 1024
 SSIM_BYTES_PER_VOXEL = 160
 
 
-def _psnr(mse: float, rng_: float) -> float:
-    if rng_ <= 0:
+def psnr_from_mse(mse: float, data_range: float | None = None) -> float:
+    """PSNR (dB) of a mean squared error: 10 log10(R^2 / mse) for the data range R, or
+    -10 log10(mse) for an MSE already on the [0, 1] scale (data_range None, peak 1); inf when
+    mse <= 0 (exact), NaN when R <= 0 (undefined)."""
+    if data_range is not None and data_range <= 0:
         return float("nan")
-    if mse == 0:
+    if mse <= 0:
         return float("inf")
-    return 10.0 * math.log10(rng_ * rng_ / mse)
+    if data_range is None:
+        return -10.0 * math.log10(mse)
+    return 10.0 * math.log10(data_range * data_range / mse)
 
 
 def psnr_3d(orig: np.ndarray, rec: np.ndarray, data_range: float) -> float:
-    return _psnr(_mse(orig, rec), data_range)
+    return psnr_from_mse(_mse(orig, rec), data_range)
 
 
 def _mse(orig, rec, mask=None) -> float:
@@ -69,7 +74,7 @@ def psnr_2d(orig: np.ndarray, rec: np.ndarray, data_range: float) -> float:
     vals = []
     for z in range(orig.shape[0]):
         d = orig[z].astype(np.float64) - rec[z].astype(np.float64)
-        vals.append(_psnr(float(np.mean(d * d)), data_range))
+        vals.append(psnr_from_mse(float(np.mean(d * d)), data_range))
     if all(math.isinf(v) for v in vals):
         return float("inf")
     return float(np.mean([min(v, PSNR_CAP) for v in vals]))
@@ -152,7 +157,7 @@ def compute(orig: np.ndarray, rec: np.ndarray, *, foreground_threshold: float = 
     if R <= 0:
         out["note"] = "constant original: data range 0, PSNR and SSIM undefined"
     out["mse"] = _mse(orig, rec)
-    out["psnr_3d"] = _psnr(out["mse"], R)
+    out["psnr_3d"] = psnr_from_mse(out["mse"], R)
     out["psnr_2d"] = psnr_2d(orig, rec, R)
     out["ssim_2d"] = ssim_2d(orig, rec, R)
     s3, smap = ssim(orig, rec, R, full=True)
@@ -160,7 +165,7 @@ def compute(orig: np.ndarray, rec: np.ndarray, *, foreground_threshold: float = 
     mask = orig > (vmin + foreground_threshold * R) if R > 0 else np.zeros(orig.shape, bool)
     out["foreground_fraction"] = float(mask.mean())
     if mask.any():
-        out["psnr_fg"] = _psnr(_mse(orig, rec, mask), R)
+        out["psnr_fg"] = psnr_from_mse(_mse(orig, rec, mask), R)
         out["ssim_fg"] = float(smap[mask].mean()) if smap is not None else float("nan")
     else:
         out["psnr_fg"] = out["ssim_fg"] = float("nan")
@@ -302,14 +307,14 @@ def compute_chunked(orig, rec, *, foreground_threshold: float = 0.01, lpips: boo
             total += float(np.dot(d.ravel(), d.ravel()))
             count += d.size
             if R > 0:
-                psnrs.append(_psnr(float(np.mean(d * d)), R))
+                psnrs.append(psnr_from_mse(float(np.mean(d * d)), R))
                 ssims.append(ssim(a[k], b[k], R))
                 m = a[k] > thr
                 dm = d[m]
                 fg_total += float(np.dot(dm.ravel(), dm.ravel()))
                 fg_count += dm.size
     out["mse"] = total / count if count else float("nan")
-    out["psnr_3d"] = _psnr(out["mse"], R)
+    out["psnr_3d"] = psnr_from_mse(out["mse"], R)
     if R <= 0:
         out["psnr_2d"] = out["ssim_2d"] = float("nan")
     else:
@@ -335,7 +340,7 @@ def compute_chunked(orig, rec, *, foreground_threshold: float = 0.01, lpips: boo
     out["ssim_3d"] = s_sum / n_crop if have_map and n_crop else float("nan")
     out["foreground_fraction"] = fg_count / (Z * shape[1] * shape[2]) if R > 0 else 0.0
     if fg_count:
-        out["psnr_fg"] = _psnr(fg_total / fg_count, R)
+        out["psnr_fg"] = psnr_from_mse(fg_total / fg_count, R)
         out["ssim_fg"] = s_fg / fg_count if have_map else float("nan")
     else:
         out["psnr_fg"] = out["ssim_fg"] = float("nan")

@@ -20,11 +20,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from . import container, io
 from .codecs.base import VolumeInfo, decode_bytes, encode_volume
 from .errors import VolbenchError
+from .torchenv import seed_everything
 
 VBC = "volume.vbc"
 
@@ -47,9 +46,9 @@ def encode_cell(volume_path, meta_path, codec_type: str, params: dict, out_dir, 
     vol = io.read_volume(volume_path)
     meta = io.read_json(meta_path)
     info = _info_from_meta(meta, device, seed, threads, out_dir)
-    _seed_everything(seed)
+    seed_everything(seed)
     data, record = encode_volume(codec_type, params, vol, info, module=module, tolerance=tolerance)
-    container.write_atomic(out_dir / VBC, data)
+    io.atomic_write_bytes(out_dir / VBC, data, fsync=True)
     record.update({"status": "ok", "file": VBC, "n_voxels": int(vol.size), "original_bytes": int(vol.nbytes),
                    "bpv": 8.0 * len(data) / vol.size, "encode_peak_mb": _peak_mb(), "device": device,
                    "seed": seed, "threads": threads})
@@ -73,12 +72,6 @@ def decode_cell(vbc_path, out_dir, *, device: str = "auto") -> dict:
     io.write_volume(out_dir / "volume.tif", vol)
     return {"status": "ok", "decode_seconds": seconds, "decode_mvox_s": vol.size / seconds / 1e6 if seconds > 0 else None,
             "decode_peak_mb": _peak_mb(), "bytes_read": len(data), "codec": header["codec"], "device": device}
-
-
-def _seed_everything(seed: int) -> None:
-    np.random.seed(seed % (2**32))
-    if "torch" in sys.modules:  # only if a codec already imported it (importing torch costs seconds)
-        sys.modules["torch"].manual_seed(seed)
 
 
 def isolated(argv: list[str], record_path: Path, what: str) -> dict:
@@ -158,10 +151,6 @@ def _read_record(path: Path) -> dict:
     if not path.exists():
         return {"status": "failed", "error": f"{path.name} missing"}
     return io.read_json(path)
-
-
-def remove_tree(path) -> None:
-    shutil.rmtree(path, ignore_errors=True)
 
 
 def cpu_model() -> str:

@@ -21,6 +21,8 @@ import socket
 import sys
 from pathlib import Path
 
+from .io import atomic_write_text
+
 RECORD = "volbench-runs.json"
 
 
@@ -69,7 +71,5 @@ def clear_stale_locks(workdir: str | os.PathLike = ".", log=None) -> bool:
             msg = ("volbench: removed the Snakemake locks of an earlier run that was killed "
                    f"({', '.join(str(r.get('pid')) for r in others) or 'unknown'}); resuming")
             (log or (lambda m: print(m, file=sys.stderr)))(msg)
-        tmp = meta / f".{RECORD}.tmp-{os.getpid()}"
-        tmp.write_text(json.dumps(live + [me]))
-        os.replace(tmp, meta / RECORD)
+        atomic_write_text(meta / RECORD, json.dumps(live + [me]))
     return removed

@@ -28,8 +28,6 @@ from ..errors import CorruptFile, VolbenchError
 
 log = logging.getLogger("volbench.codecs")
 
-SUPPORTED_DTYPES = ("uint8", "uint16", "int16", "uint32", "int32", "float32", "float64")
-
 
 @dataclass
 class VolumeInfo:

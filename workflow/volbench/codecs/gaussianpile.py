@@ -7,26 +7,15 @@ threshold 5e-5, opacity threshold 0.02); sigma_z = VolumeInfo.sigma_z, else the 
 File: Morton order, 14-bit positions, 12-bit opacity / log-scales / quaternion components, each
 stream delta-coded and LZMA-compressed (quantize=False: raw float32, 44 bytes per Gaussian).
 Decode: dequantise, then voxelize the focus-equivalent 3D Gaussians (covariance
-S + sigma_z^2 n n^T, see gaussfit.focus3d), whose axial slices are the rendered slices.
+S + sigma_z^2 n n^T, see gaussian_training.focus3d), whose axial slices are the rendered slices.
+Presets, training loop and file format: the slice codec in codecs/_gaussian.py.
 """
 
 from __future__ import annotations
 
-from ..gaussfit.slicecodec import SHARED, SliceGaussianCodec
+from ._gaussian import SLICE_CHOICES, SliceGaussianCodec, slice_presets
 
-PRESETS = {
-    # seed 000 sec. 5.1: 30k iterations, M = 1000k, adaptive control 500..25000 every 100
-    "paper": dict(SHARED, init="random", iterations=30_000, n_gaussians=1_000_000, max_gaussians=3_000_000,
-                  densify_from=500, densify_until=25_000, densify_interval=100, densify_grad_threshold=5e-5,
-                  log_every=500, eval_slices=16),
-    # the small default (CPU twin, 24..32 x 96 x 96 in well under a minute of 2 cores): 40 iterations,
-    # 400..800 Gaussians, learning rates x3 (position, scale, rotation) and x2.5 (opacity) so that
-    # so few iterations move the Gaussians; everything else as the paper
-    "demo": dict(SHARED, init="random", iterations=40, n_gaussians=400, max_gaussians=800,
-                 position_lr=2e-3, opacity_lr=5e-2, scale_lr=6e-3, rotation_lr=3e-3,
-                 densify_from=10, densify_until=30, densify_interval=5, densify_grad_threshold=5e-5,
-                 log_every=10, eval_slices=4),
-}
+PRESETS = slice_presets(init="random")
 
 
 class GaussianPile(SliceGaussianCodec):
@@ -36,9 +25,8 @@ class GaussianPile(SliceGaussianCodec):
     init_kind = "random"
     PRESETS = PRESETS
     defaults = {"preset": "demo", **PRESETS["demo"], "progress": True}
-    CHOICES = {"preset": tuple(PRESETS), "quantize": (True, False), "init": ("random", "grid")}
+    CHOICES = {"preset": tuple(PRESETS), **SLICE_CHOICES}
 
 
-def decode_roi(path_or_bytes, roi, device: str = "auto"):
-    """Decode only the half-open voxel box roi = (z0, z1, y0, y1, x0, x1) from a file."""
-    return GaussianPile.decode_roi(path_or_bytes, roi, device)
+#: decode only the half-open voxel box roi = (z0, z1, y0, y1, x0, x1) from a file
+decode_roi = GaussianPile.decode_roi

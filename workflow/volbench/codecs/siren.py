@@ -29,18 +29,21 @@ decodes its own file once, so the PSNR it reports is the PSNR of what the decode
 
 from __future__ import annotations
 
-import csv
 import logging
 import math
 import struct
 import sys
 import time
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
 
-from ..errors import CodecUnavailable, CorruptFile, VolbenchError
+from ..errors import CorruptFile, VolbenchError
+from ..io import write_csv
+from ..metrics import psnr_from_mse
+from ..torchenv import import_torch, resolve_device, seed_everything
 from .base import Codec, Encoded, VolumeInfo, file_size
 
 log = logging.getLogger("volbench.codecs")
@@ -61,6 +64,8 @@ CPU_DECODE_BUDGET = 256 * 2**20
 GPU_DECODE_SHARE = 0.5
 
 _F32 = struct.Struct("<ff")
+#: columns of the training history (workdir/history.csv)
+HISTORY_COLUMNS = ["iteration", "loss", "psnr_db", "seconds", "phase"]
 
 
 # ----------------------------------------------------------------------------------------------
@@ -99,26 +104,6 @@ def container_bytes(header: dict[str, Any], shape, dtype, width: int, depth: int
 
 # ----------------------------------------------------------------------------------------------
 # torch helpers
-def _torch():
-    try:
-        import torch
-    except ImportError as exc:  # pragma: no cover - the environment ships torch
-        raise CodecUnavailable(f"codec siren needs PyTorch ({exc}); install torch (see requirements.txt)") from None
-    return torch
-
-
-def resolve_device(device: str | None):
-    """'auto' -> CUDA when available, else CPU; explicit 'cuda' without a GPU is an error."""
-    torch = _torch()
-    dev = (device or "auto").strip().lower()
-    if dev == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    d = torch.device(dev)
-    if d.type == "cuda" and not torch.cuda.is_available():
-        raise VolbenchError(f"codec siren: device {device!r} requested but CUDA is not available; use device: auto or cpu")
-    return d
-
-
 def axis_coords(n: int, device, torch):
     """Voxel-centre coordinates of one axis in [-1, 1] (0 for a length-1 axis), float32."""
     if n == 1:
@@ -138,7 +123,7 @@ def coords_of(idx, shape, tables, torch):
 
 def mlp(x, tensors, scale: float = 1.0):
     """SIREN forward pass; `scale` = w0 for unfolded (training) tensors, 1 for stored ones."""
-    torch = _torch()
+    torch = import_torch("siren")
     n = len(tensors) // 2
     h = x
     for k in range(n - 1):
@@ -240,7 +225,7 @@ def _decode_batch_size(width: int, device, n: int, torch) -> int:
 
 def evaluate_grid(tensors_np, shape, vmin: float, vmax: float, dtype, device, batch_size: int | None = None):
     """Evaluate the stored-form network on every voxel and return the array in `dtype`."""
-    torch = _torch()
+    torch = import_torch("siren")
     dtype = np.dtype(dtype)
     n = int(np.prod(shape))
     wide = dtype.kind == "f" and dtype.itemsize > 4 or dtype.kind in "iu" and dtype.itemsize > 2
@@ -274,7 +259,7 @@ def evaluate_grid(tensors_np, shape, vmin: float, vmax: float, dtype, device, ba
 # ----------------------------------------------------------------------------------------------
 @contextmanager
 def _torch_state(threads: int, deterministic: bool):
-    torch = _torch()
+    torch = import_torch("siren")
     old_threads = torch.get_num_threads()
     old_det = torch.are_deterministic_algorithms_enabled()
     old_warn = torch.is_deterministic_algorithms_warn_only_enabled()
@@ -333,13 +318,13 @@ class SirenCodec(Codec):
 
     @classmethod
     def versions(cls) -> dict[str, str]:
-        torch = _torch()
+        torch = import_torch("siren")
         return {"torch": torch.__version__, "numpy": np.__version__,
                 "cuda": str(torch.version.cuda) if torch.cuda.is_available() else "none"}
 
     @classmethod
     def check_available(cls) -> None:
-        _torch()
+        import_torch("siren")
 
     # -- rate control --------------------------------------------------------------------------
     def width_for_target(self, target_bpp: float, shape, dtype, vmin: float, vmax: float) -> tuple[int, int]:
@@ -404,7 +389,7 @@ class SirenCodec(Codec):
         from tqdm import tqdm
 
         with _torch_state(info.threads, deterministic) as torch:
-            torch.manual_seed(info.seed)
+            seed_everything(info.seed)
             gen_init = torch.Generator().manual_seed(int(info.seed))
             tensors = [t.to(device).requires_grad_(True) for t in init_tensors(width, depth, w0, gen_init, torch)]
             gen = torch.Generator(device=device).manual_seed(int(info.seed) + 1)
@@ -437,7 +422,7 @@ class SirenCodec(Codec):
                 bar.update(1)
                 if it % p["log_every"] == 0 or it == p["iterations"]:
                     lv = float(loss.item())
-                    psnr = _psnr_from_mse_pm1(lv)
+                    psnr = psnr_from_mse(lv / 4.0)  # the [-1, 1] scale's MSE / 4: PSNR on [0, 1]
                     history.append({"iteration": it, "loss": lv, "psnr_db": psnr,
                                     "seconds": time.perf_counter() - t_start, "phase": "train_batch"})
                     bar.set_postfix(loss=f"{lv:.3g}", psnr=f"{psnr:.2f}dB", refresh=False)
@@ -460,14 +445,14 @@ class SirenCodec(Codec):
             rec = type(self).decode(header, payload, shape, vol.dtype, device=str(device))
             err = rec.astype(np.float64).ravel() - v64
             mse01 = float(np.mean(err * err)) / (rng * rng) if rng > 0 else float(np.mean(err * err))
-            report["decoded_psnr_db"] = _psnr01(mse01)
+            report["decoded_psnr_db"] = psnr_from_mse(mse01)
             report["decode_seconds"] = time.perf_counter() - t0
             history.append({"iteration": p["iterations"], "loss": 4.0 * mse01, "psnr_db": report["decoded_psnr_db"],
                             "seconds": time.perf_counter() - t_start, "phase": "decoded_file"})
         self.last_report = report
         self.history = history
         if info.workdir is not None:
-            _write_history(info.workdir, history)
+            write_csv(Path(info.workdir) / "history.csv", history, HISTORY_COLUMNS)
         return Encoded(header=header, payload=payload)
 
     # -- decode ----------------------------------------------------------------------------------
@@ -486,27 +471,3 @@ class SirenCodec(Codec):
         if len(shape) != 3:
             raise CorruptFile(f"siren decodes 3D volumes, the container says shape {tuple(shape)}")
         return evaluate_grid(tensors, tuple(int(s) for s in shape), vmin, vmax, dtype, resolve_device(device))
-
-
-def _psnr01(mse01: float) -> float:
-    return float("inf") if mse01 <= 0 else -10.0 * math.log10(mse01)
-
-
-def _psnr_from_mse_pm1(mse_pm1: float) -> float:
-    """PSNR on the [0, 1] intensity scale from an MSE measured on the [-1, 1] scale."""
-    return _psnr01(mse_pm1 / 4.0)
-
-
-def _write_history(workdir, history) -> None:
-    from pathlib import Path
-
-    wd = Path(workdir)
-    wd.mkdir(parents=True, exist_ok=True)
-    path = wd / "history.csv"
-    tmp = wd / ".history.csv.tmp"
-    with open(tmp, "w", newline="") as fh:
-        w = csv.DictWriter(fh, fieldnames=["iteration", "loss", "psnr_db", "seconds", "phase"])
-        w.writeheader()
-        for row in history:
-            w.writerow(row)
-    tmp.replace(path)

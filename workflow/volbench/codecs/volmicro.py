@@ -9,14 +9,12 @@ sub-box of the volume from a file.
 
 from __future__ import annotations
 
-from typing import Any
-
 import numpy as np
 
 from ..errors import CorruptFile, VolbenchError
-from ..gaussfit import common, fileformat, volfit
-from ..gaussfit.codec_base import GaussianCodec, check_roi, header_float, read_container
-from ..gaussfit.progress import Progress
+from ..gaussian_training import common, fileformat, volfit
+from ..gaussian_training.progress import Progress
+from ._gaussian import GaussianCodec, header_float, splat_volume
 from .base import Encoded, VolumeInfo
 
 FORMAT_VERSION = 1
@@ -74,21 +72,41 @@ class VolMicro(GaussianCodec):
             header = _header(len(g["pos"]), vmin, vmax, spacing, float(p["cutoff"]))
             payload = fileformat.pack_f16(g["pos"], g["scale"], g["quat"], g["intensity"])
             # the realised quality of what the file holds (float16 parameters)
-            rec = _render(ops, header, payload, volume.shape, device, None, "<encode>")
+            rec = self.render(ops, header, payload, volume.shape, device, None, "<encode>")
             mse = float(np.mean((rec - vol01) ** 2))
             prog.log(int(p["iterations"]), float("nan"), mse, len(g["pos"]), stage="decoded_file")
         finally:
             prog.close()
         return Encoded(header=header, payload=payload)
 
-    # -- decode -----------------------------------------------------------------------------------
+    # -- decode (GaussianCodec.decode / decode_roi call render) ----------------------------------
     @classmethod
-    def decode(cls, header: dict[str, Any], payload: bytes, shape, dtype, device: str = "auto") -> np.ndarray:
-        ops = common.ops_or_raise(cls.name)
-        dev = common.resolve_device(device)
-        vals = _render(ops, header, payload, shape, dev, None, "<payload>")
-        return common.denormalise(vals, header_float(header, "vmin", "<payload>"),
-                                  header_float(header, "vmax", "<payload>"), dtype)
+    def render(cls, ops, header: dict, payload: bytes, shape, device, roi, source: str, slab: int = 32) -> np.ndarray:
+        """Voxelize the stored Gaussians (whole volume, or one ROI) on the [0, 1] scale, float64,
+        with _gaussian.splat_volume (fixed arithmetic): the same function as training's
+        volfit.voxelize_unit, bit-identical for any ROI, slab size, thread count or CPU."""
+        import torch
+
+        from ..gaussian_ops import fixed
+
+        if header.get("format") != "f16" or int(header.get("version", -1)) != FORMAT_VERSION:
+            raise CorruptFile(f"{source}: not a VolMicro v{FORMAT_VERSION} payload (header {header.get('format')!r})")
+        try:
+            n = int(header["n"])
+            spacing = tuple(float(s) for s in header["spacing"])
+        except (KeyError, TypeError, ValueError):
+            raise CorruptFile(f"{source}: VolMicro header lacks n or spacing; re-run its encode job") from None
+        if len(spacing) != 3:
+            raise CorruptFile(f"{source}: VolMicro header spacing must have 3 entries")
+        cutoff = header_float(header, "cutoff", source)
+        g = fileformat.unpack_f16(payload, n, source)
+        t = {k: torch.from_numpy(np.ascontiguousarray(v, dtype=np.float64)).to(device) for k, v in g.items()}
+        shape = tuple(int(s) for s in shape)
+        # volfit.to_world without the log: world means and standard deviations (basic operations only)
+        extent, L = volfit.geometry(shape, spacing)
+        means = t["pos"] * torch.as_tensor(extent, dtype=torch.float64, device=device)
+        A, half_ext = fixed.prepare_fixed(means, t["scale"].clamp_min(1e-12) * L, t["quat"], cutoff)
+        return splat_volume(means, A, t["intensity"], half_ext, shape, spacing, cutoff, roi, slab)
 
 
 def _header(n, vmin, vmax, spacing, cutoff) -> dict:
@@ -96,46 +114,6 @@ def _header(n, vmin, vmax, spacing, cutoff) -> dict:
             "spacing": [float(s) for s in spacing], "cutoff": float(cutoff)}
 
 
-def _render(ops, header: dict, payload: bytes, shape, device, roi, source: str, slab: int = 32) -> np.ndarray:
-    """Voxelize the stored Gaussians (whole volume in z-slabs, or one ROI) on the [0, 1] scale,
-    float64, with the fixed arithmetic of gaussians/fixed.py: the same function as training's
-    volfit.voxelize_unit, bit-identical for any ROI, slab size, thread count or CPU."""
-    import torch
-
-    from ..gaussians import fixed
-
-    if header.get("format") != "f16" or int(header.get("version", -1)) != FORMAT_VERSION:
-        raise CorruptFile(f"{source}: not a VolMicro v{FORMAT_VERSION} payload (header {header.get('format')!r})")
-    try:
-        n = int(header["n"])
-        spacing = tuple(float(s) for s in header["spacing"])
-    except (KeyError, TypeError, ValueError):
-        raise CorruptFile(f"{source}: VolMicro header lacks n or spacing; re-run its encode job") from None
-    if len(spacing) != 3:
-        raise CorruptFile(f"{source}: VolMicro header spacing must have 3 entries")
-    cutoff = header_float(header, "cutoff", source)
-    g = fileformat.unpack_f16(payload, n, source)
-    t = {k: torch.from_numpy(np.ascontiguousarray(v, dtype=np.float64)).to(device) for k, v in g.items()}
-    shape = tuple(int(s) for s in shape)
-    # volfit.to_world without the log: world means and standard deviations (basic operations only)
-    extent, L = volfit.geometry(shape, spacing)
-    means = t["pos"] * torch.as_tensor(extent, dtype=torch.float64, device=device)
-    A, half_ext = fixed.prepare_fixed(means, t["scale"].clamp_min(1e-12) * L, t["quat"], cutoff)
-    box = roi if roi is not None else (0, shape[0], 0, shape[1], 0, shape[2])
-    out = np.empty((box[1] - box[0], box[3] - box[2], box[5] - box[4]), dtype=np.float64)
-    for z in range(box[0], box[1], slab):
-        z1 = min(box[1], z + slab)
-        sub = (z, z1, box[2], box[3], box[4], box[5])
-        v = fixed.splat_fixed(means, A, t["intensity"], half_ext, shape, spacing, (0.0, 0.0, 0.0), cutoff, sub)
-        out[z - box[0]:z1 - box[0]] = v.cpu().numpy()
-    return out
-
-
-def decode_roi(path_or_bytes, roi, device: str = "auto") -> np.ndarray:
-    """Decode only the half-open voxel box roi = (z0, z1, y0, y1, x0, x1) from a VolMicro file
-    (a path or the container bytes); returns it in the volume's dtype."""
-    chead, payload, shape, dtype, source = read_container(path_or_bytes, VolMicro.name)
-    box = check_roi(roi, shape)
-    ops = common.ops_or_raise(VolMicro.name)
-    vals = _render(ops, chead, payload, shape, common.resolve_device(device), box, source)
-    return common.denormalise(vals, header_float(chead, "vmin", source), header_float(chead, "vmax", source), dtype)
+#: decode only the half-open voxel box roi = (z0, z1, y0, y1, x0, x1) from a VolMicro file (a path
+#: or the container bytes), in the volume's dtype
+decode_roi = VolMicro.decode_roi

@@ -4,7 +4,6 @@ traversal. The downloaded file is only moved into place once its SHA-256 matches
 from __future__ import annotations
 
 import hashlib
-import os
 import shutil
 import tarfile
 import time
@@ -13,6 +12,7 @@ import zipfile
 from pathlib import Path, PurePosixPath
 
 from ..errors import VolbenchError
+from ..io import atomic_write
 
 
 def sha256_of(path: str | Path, chunk: int = 1 << 20) -> str:
@@ -28,30 +28,28 @@ def download(url: str, dest: str | Path, sha256: str, dataset: str, retries: int
     dest = Path(dest)
     if not (url.startswith("https://") or url.startswith("file://") or (allow_http and url.startswith("http://"))):
         raise VolbenchError(f"dataset {dataset}: URL {url} is not https; use https or set `allow_http: true`")
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dest.with_name(dest.name + ".part")
-    last = None
-    for attempt in range(1, retries + 1):
-        try:
-            with urllib.request.urlopen(url, timeout=timeout) as resp, open(tmp, "wb") as out:
-                shutil.copyfileobj(resp, out, 1 << 20)
-            break
-        except Exception as exc:  # network errors: retry with backoff
-            last = exc
-            if tmp.exists():
-                tmp.unlink()
-            if attempt < retries:
-                time.sleep(min(2 ** attempt, 30))
-    else:
-        raise VolbenchError(f"dataset {dataset}: download of {url} failed after {retries} tries ({last}); "
-                            "check the URL or download it by hand and use `path:`")
-    got = sha256_of(tmp)
-    if got != sha256.lower():
-        tmp.unlink()
-        raise VolbenchError(f"dataset {dataset}: checksum mismatch for {url}: expected sha256 {sha256}, got {got}; "
-                            "the file changed upstream or the download was damaged: check the URL and `sha256:`")
-    os.replace(tmp, dest)
-    return dest
+
+    def fetch_into(tmp: Path) -> None:
+        last = None
+        for attempt in range(1, retries + 1):
+            try:
+                with urllib.request.urlopen(url, timeout=timeout) as resp, open(tmp, "wb") as out:
+                    shutil.copyfileobj(resp, out, 1 << 20)
+                break
+            except Exception as exc:  # network errors: retry with backoff
+                last = exc
+                if attempt < retries:
+                    time.sleep(min(2 ** attempt, 30))
+        else:
+            raise VolbenchError(f"dataset {dataset}: download of {url} failed after {retries} tries ({last}); "
+                                "check the URL or download it by hand and use `path:`")
+        got = sha256_of(tmp)
+        if got != sha256.lower():
+            raise VolbenchError(f"dataset {dataset}: checksum mismatch for {url}: expected sha256 {sha256}, got {got}; "
+                                "the file changed upstream or the download was damaged: check the URL and `sha256:`")
+
+    # atomic_write removes the temporary file when fetch_into raises
+    return atomic_write(dest, fetch_into)
 
 
 def _safe_target(root: Path, name: str, dataset: str) -> Path:

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import math
 
-import numpy as np
 import torch
 
 
@@ -100,7 +99,3 @@ def occupancy_mask(kind: str, volume01: torch.Tensor, params: dict, generator: t
         mask = torch.ones_like(mask)
     stats["occupied_fraction"] = float(mask.float().mean())
     return mask, stats
-
-
-def as_numpy(mask: torch.Tensor) -> np.ndarray:
-    return mask.detach().cpu().numpy()

@@ -51,3 +51,15 @@ class GaussianSet:
 
     def detached(self) -> dict[str, torch.Tensor]:
         return {k: v.detach() for k, v in self.params.items()}
+
+
+def cap_growth(clone: torch.Tensor, split: torch.Tensor, score: torch.Tensor, room: int):
+    """Keep at most `room` of the clone / split candidates (boolean masks), those with the highest
+    `score` (each clone or split adds one Gaussian); returns the capped masks."""
+    cand = torch.nonzero(clone | split).reshape(-1)
+    if cand.numel() > max(room, 0):
+        keep = cand[torch.argsort(score[cand], descending=True)[:max(room, 0)]]
+        sel = torch.zeros(clone.shape[0], dtype=torch.bool, device=score.device)
+        sel[keep] = True
+        clone, split = clone & sel, split & sel
+    return clone, split

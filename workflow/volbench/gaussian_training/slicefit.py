@@ -16,9 +16,9 @@ import math
 import numpy as np
 import torch
 
+from ..gaussian_ops.torch_impl import quat_to_rotmat
 from . import losses
-from .common import quat_to_rotmat
-from .gset import GaussianSet
+from .gset import GaussianSet, cap_growth
 
 _EPS = 1e-4
 
@@ -142,13 +142,7 @@ def _densify_and_prune(gs: GaussianSet, avg: torch.Tensor, p: dict, L: float, ge
             hot = avg >= float(p["densify_grad_threshold"])
             big = smax > float(p["percent_dense"]) * L
             clone, split = hot & ~big, hot & big
-            room = int(p["max_gaussians"]) - n
-            cand = torch.nonzero(clone | split).reshape(-1)
-            if cand.numel() > max(room, 0):
-                keep = cand[torch.argsort(avg[cand], descending=True)[:max(room, 0)]]
-                sel = torch.zeros(n, dtype=torch.bool, device=avg.device)
-                sel[keep] = True
-                clone, split = clone & sel, split & sel
+            clone, split = cap_growth(clone, split, avg, int(p["max_gaussians"]) - n)
             new = {k: [] for k in g}
             if clone.any():
                 for k in g:

@@ -24,8 +24,8 @@ import math
 
 import torch
 
-from ..gaussians.torch_impl import quat_to_rotmat as quat_to_rotmat_twin
-from .common import covariance_to_params, quat_to_rotmat
+from ..gaussian_ops.torch_impl import quat_to_rotmat
+from .common import covariance_to_params
 
 
 def focus_equivalent(means, log_scales, quats, opacity, sigma_z: float):
@@ -48,7 +48,7 @@ def focus_equivalent(means, log_scales, quats, opacity, sigma_z: float):
 
 
 def focus_prepared_fixed(means, log_scales, quats, opacity, sigma_z: float, cutoff: float):
-    """The mixture of :func:`focus_equivalent`, ready for gaussians.fixed.splat_fixed: (A', half_ext',
+    """The mixture of :func:`focus_equivalent`, ready for gaussian_ops.fixed.splat_fixed: (A', half_ext',
     amplitudes), float64, from correctly rounded basic operations and fixed.exp_fixed only (no
     eigendecomposition, no libm), so the decoders' result does not depend on the CPU or LAPACK.
 
@@ -60,11 +60,11 @@ def focus_prepared_fixed(means, log_scales, quats, opacity, sigma_z: float, cuto
     """
     if not (sigma_z > 0 and math.isfinite(sigma_z)):
         raise ValueError(f"focus_prepared_fixed needs a finite sigma_z > 0, got {sigma_z}")
-    from ..gaussians.fixed import exp_fixed, prepare_fixed
+    from ..gaussian_ops.fixed import exp_fixed, prepare_fixed
 
     s = exp_fixed(log_scales)
     A, _ = prepare_fixed(means, s, quats, cutoff)
-    R = quat_to_rotmat_twin(quats.to(torch.float64))
+    R = quat_to_rotmat(quats.to(torch.float64))
     inv_s2 = 1.0 / (float(sigma_z) * float(sigma_z))
     v = A[:, :, 0]  # A e_z, z being the first axis
     u = (A[:, 0, :] * v[:, 0:1] + A[:, 1, :] * v[:, 1:2]) + A[:, 2, :] * v[:, 2:3]  # A^T v

@@ -21,7 +21,7 @@ import threading
 import warnings
 from pathlib import Path
 
-log = logging.getLogger("volbench.gaussians")
+log = logging.getLogger("volbench.gaussian_ops")
 
 MODULE_NAME = "volbench_gpu_ext"
 # the C++ / CUDA sources, in the repository next to workflow/

@@ -230,4 +230,3 @@ def unpack_gaussians(header: dict, payload: bytes, source: str = "<payload>") ->
 def bits_from_params(params: dict) -> dict[str, int]:
     return {"position": int(params["position_bits"]), "opacity": int(params["opacity_bits"]),
             "scale": int(params["scale_bits"]), "rotation": int(params["rotation_bits"])}
-

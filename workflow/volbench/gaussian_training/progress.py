@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-import csv
-import math
 import sys
 import time
 from pathlib import Path
+
+from ..io import write_csv
+from ..metrics import psnr_from_mse
 
 COLUMNS = ("iteration", "loss", "psnr", "mse", "n_gaussians", "seconds")
 
@@ -25,7 +26,7 @@ class Progress:
         self.bar.update(n)
 
     def log(self, iteration: int, loss: float, mse: float, n_gaussians: int, **extra) -> dict:
-        psnr = float("inf") if mse <= 0 else -10.0 * math.log10(mse)
+        psnr = psnr_from_mse(mse)
         row = {"iteration": int(iteration), "loss": float(loss), "psnr": psnr, "mse": float(mse),
                "n_gaussians": int(n_gaussians), "seconds": time.perf_counter() - self.t0, **extra}
         self.rows.append(row)
@@ -35,15 +36,8 @@ class Progress:
     def close(self) -> None:
         self.bar.close()
         if self.workdir is not None and self.rows:
-            self.workdir.mkdir(parents=True, exist_ok=True)
             cols = list(COLUMNS) + sorted({k for r in self.rows for k in r} - set(COLUMNS))
-            tmp = self.workdir / ".history.csv.tmp"
-            with open(tmp, "w", newline="") as fh:
-                w = csv.DictWriter(fh, fieldnames=cols, restval="")
-                w.writeheader()
-                for r in self.rows:
-                    w.writerow(r)
-            tmp.replace(self.workdir / "history.csv")
+            write_csv(self.workdir / "history.csv", self.rows, cols)
 
     def seconds(self) -> float:
         return time.perf_counter() - self.t0

@@ -1,7 +1,8 @@
 """Gaussian operators (voxelizer, slice rasterizer) shared by the Gaussian codecs.
 
 ops.py is the public API (CUDA kernels of gpu_ext/ when available, else the PyTorch twin in
-torch_impl.py); backend.py loads the extension.
+torch_impl.py); backend.py loads the extension; fixed.py is the decoders' fixed-arithmetic
+evaluation (bit-identical on any CPU).
 """
 
 from .ops import axial_cameras, covariance, rasterize_slices, uses_cuda, voxelize

@@ -10,15 +10,14 @@ q = raw / |raw|; intensity w = sigmoid(raw) on the [0, 1] intensity scale.
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..gaussian_ops.torch_impl import quat_to_rotmat
 from . import gate as gate_mod
 from . import losses
-from .gset import GaussianSet
+from .gset import GaussianSet, cap_growth
 
 _EPS = 1e-4
 
@@ -87,12 +86,6 @@ def _init(n0: int, p: dict, shape, extent, L, mask: torch.Tensor, gen: torch.Gen
     return {k: v.to(device) for k, v in tensors.items()}, s0
 
 
-def _rotmat(q):
-    from .common import quat_to_rotmat
-
-    return quat_to_rotmat(q)
-
-
 def _densify(gs: GaussianSet, ema: torch.Tensor, p: dict, gen: torch.Generator) -> tuple[torch.Tensor, dict]:
     """Clone small / split large high-gradient Gaussians (seed 001 sec. 3.4), up to max_gaussians."""
     with torch.no_grad():
@@ -102,13 +95,7 @@ def _densify(gs: GaussianSet, ema: torch.Tensor, p: dict, gen: torch.Generator) 
         hot = ema > float(p["grad_threshold"])
         big = smax >= float(p["size_threshold"])
         clone, split = hot & ~big, hot & big
-        room = int(p["max_gaussians"]) - n  # each clone or split adds one Gaussian
-        cand = torch.nonzero(clone | split).reshape(-1)
-        if cand.numel() > max(room, 0):
-            keep = cand[torch.argsort(ema[cand], descending=True)[:max(room, 0)]]
-            sel = torch.zeros(n, dtype=torch.bool, device=ema.device)
-            sel[keep] = True
-            clone, split = clone & sel, split & sel
+        clone, split = cap_growth(clone, split, ema, int(p["max_gaussians"]) - n)
         nc, ns = int(clone.sum()), int(split.sum())
         if nc + ns == 0:
             return ema, {"cloned": 0, "split": 0}
@@ -120,7 +107,7 @@ def _densify(gs: GaussianSet, ema: torch.Tensor, p: dict, gen: torch.Generator) 
             for k in ("scale", "quat", "intensity"):
                 new[k].append(raw[k][clone])
         if ns:
-            R = _rotmat(quat[split])
+            R = quat_to_rotmat(quat[split])
             off = (R @ (float(p["split_offset"]) * scale[split])[..., None])[..., 0]
             # offsets are in units of L; positions are per-axis unit-cube coordinates
             ext = p["_extent"].to(pos)
@@ -222,8 +209,3 @@ def train(ops, vol01: np.ndarray, spacing, p: dict, device, gen: torch.Generator
     stats["peak_gaussians"] = peak_n
     stats["final_gaussians"] = int(len(out["pos"]))
     return out, stats
-
-
-def mse_psnr(a: torch.Tensor, b: torch.Tensor) -> tuple[float, float]:
-    mse = float(((a - b) ** 2).mean())
-    return mse, (float("inf") if mse <= 0 else -10 * math.log10(mse))
