@@ -85,11 +85,10 @@ def read_history(path: Path) -> list[dict]:
         return []
     rows = []
     for r in csv.DictReader(open(path)):
-        if r.get("stage") or r.get("phase") not in (None, "", "train_batch"):
+        if r.get("stage") not in (None, "", "train"):  # volbench.history: one schema for every codec
             continue
-        psnr = r.get("psnr", r.get("psnr_db"))
         try:
-            rows.append({"iteration": int(r["iteration"]), "psnr": float(psnr), "seconds": float(r["seconds"])})
+            rows.append({"iteration": int(r["iteration"]), "psnr": float(r["psnr"]), "seconds": float(r["seconds"])})
         except (TypeError, ValueError):
             continue
     return rows

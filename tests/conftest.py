@@ -41,3 +41,24 @@ def pytest_collection_modifyitems(config, items):
     # the gpu_ext build test first: later tests (the loader's stale-build check in
     # test_gaussian_ops.py) use the module it builds instead of skipping
     items.sort(key=lambda item: 0 if item.fspath.basename == "test_gpu_ext_build.py" else 1)
+
+
+@pytest.fixture
+def drawn_lines(monkeypatch):
+    """{legend label: (RGB colour, marker)} of the lines in the first axes of each figure that
+    volbench.paper.figures draws while the fixture is active (save_figure replaced: nothing written)."""
+    import matplotlib.colors
+    import matplotlib.pyplot as plt
+
+    from volbench.paper import figures
+
+    drawn = {}
+
+    def keep(fig, base, formats=("png", "pdf")):
+        for line in fig.axes[0].get_lines():
+            drawn[line.get_label()] = (tuple(matplotlib.colors.to_rgb(line.get_color())), line.get_marker())
+        plt.close(fig)
+        return []
+
+    monkeypatch.setattr(figures, "save_figure", keep)
+    return drawn

@@ -9,9 +9,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from volbench import cli
+from volbench.codecs.base import get_codec
 from volbench.paper import bdrate as B
-from volbench.paper import cli
-from volbench.paper import tables as T
+from volbench.paper import selection
 
 # the bjontegaard package's README example (x265 presets)
 RATE_A = [9487.76, 4593.60, 2486.44, 1358.24]
@@ -68,7 +69,8 @@ def _summary():
 
     def add(ds, codec, ctype, bpv, psnr):
         rows.append({"dataset": ds, "codec": codec, "codec_type": ctype, "point": f"p{bpv}", "bpv": bpv,
-                     "psnr_2d": psnr, "psnr_3d": psnr - 1, "status": "ok", "params": json.dumps({})})
+                     "psnr_2d": psnr, "psnr_3d": psnr - 1, "status": "ok", "params": json.dumps({}),
+                     **get_codec(ctype).describe()})
 
     for ds in ("a", "b"):
         for r, p in zip(RATE_A, PSNR_A):
@@ -79,7 +81,7 @@ def _summary():
         add(ds, "zstd", "zstd", 6.0, math.inf)  # lossless: no curve
     for r, p in zip(RATE_T, PSNR_T):
         add("c", "jpeg2000", "jpeg2000", r / 1000, p)  # no anchor on c
-    return T.prepare(pd.DataFrame(rows))
+    return selection.prepare(pd.DataFrame(rows))
 
 
 def test_frame_per_dataset_codec_metric():
@@ -105,6 +107,7 @@ def test_cli_writes_tables_with_reasons(tmp_path):
     assert rc == 0
     md = (tmp_path / "paper" / "bdrate.md").read_text()
     assert "-4.42 %" in md and "too few points" in md and "pchip" in md
+    assert "| a | JPEG2000 (slice-wise) |" in md  # the codec's display name
     assert "Skipped (the anchor hevc has no results there): c." in md and "| c |" not in md
     csv = pd.read_csv(tmp_path / "paper" / "bdrate.csv")
     assert len(csv) == 2 * 3 * 2 + 2  # datasets a, b: 3 codecs x 2 metrics; dataset c: 1 codec x 2 metrics

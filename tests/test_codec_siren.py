@@ -21,7 +21,7 @@ sys.path.insert(0, str(ROOT / "workflow"))
 
 torch = pytest.importorskip("torch")
 
-from volbench import container  # noqa: E402
+from volbench import container, history  # noqa: E402
 from volbench.codecs import siren  # noqa: E402
 from volbench.codecs.base import VolumeInfo, decode_bytes, encode_volume, get_codec  # noqa: E402
 from volbench.errors import CorruptFile, VolbenchError  # noqa: E402
@@ -88,11 +88,13 @@ def test_encoder_reports_what_the_decoder_sees(trained, tmp_path):
 def test_history_csv(trained):
     *_, wd = trained
     rows = list(csv.DictReader(open(wd / "history.csv")))
-    assert list(rows[0]) == ["iteration", "loss", "psnr_db", "seconds", "phase"]
-    train = [r for r in rows if r["phase"] == "train_batch"]
+    assert tuple(rows[0]) == history.COLUMNS  # the one schema of every training codec
+    train = [r for r in rows if r["stage"] == "train"]
     assert [int(r["iteration"]) for r in train] == list(range(1, TINY_ITERS + 1))
-    assert float(train[-1]["psnr_db"]) > float(train[0]["psnr_db"]) + 10
-    assert rows[-1]["phase"] == "decoded_file" and float(rows[-1]["psnr_db"]) > TINY_PSNR_DB
+    assert float(train[-1]["psnr"]) > float(train[0]["psnr"]) + 10
+    assert float(train[-1]["mse"]) == pytest.approx(float(train[-1]["loss"]) / 4)
+    assert rows[-1]["stage"] == "decoded_file" and float(rows[-1]["psnr"]) > TINY_PSNR_DB
+    assert rows[-1]["n_gaussians"] == ""
     secs = [float(r["seconds"]) for r in rows]
     assert secs == sorted(secs)
 

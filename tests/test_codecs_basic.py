@@ -134,3 +134,21 @@ def test_zfp_low_target_bpp_does_not_crash_the_process(tmp_path):
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path)
     assert r.returncode == 0, r.stderr
     assert r.stdout.startswith(("bpp", "refused")), r.stdout
+
+
+def test_codecs_describe_themselves_for_the_tables_and_figures(rng):
+    """Each codec states its name in the tables, its family (the hue in the figures), its order and
+    whether it trains; encode.json records it, with the file's figures (Codec.file_stats)."""
+    shown = {k: get_codec(k).describe() for k in base.available()}
+    assert {k: d["display_name"] for k, d in shown.items()} == {
+        "hevc": "HEVC (x265)", "jpeg2000": "JPEG2000 (slice-wise)", "zfp": "ZFP", "zstd": "Zstandard (lossless)",
+        "siren": "COIN (SIREN)", "volmicro": "VolMicro", "gaussianpile": "GaussianPile",
+        "gs3d_slice": "3DGS (slice-adapted)"}
+    order = sorted(shown, key=lambda k: shown[k]["table_order"])
+    assert order == ["hevc", "jpeg2000", "zfp", "zstd", "siren", "gs3d_slice", "volmicro", "gaussianpile"]
+    assert {k for k, d in shown.items() if d["trains"]} == {"siren", "volmicro", "gaussianpile", "gs3d_slice"}
+    assert {d["family"] for d in shown.values()} == {"video", "wavelet", "float", "lossless", "neural", "gaussian"}
+    _, rec = encode_volume("zstd", {"level": 1}, _vol((4, 8, 8), "uint16", rng), VolumeInfo())
+    assert {k: rec[k] for k in shown["zstd"]} == shown["zstd"]
+    assert get_codec("volmicro").file_stats({"n": 12, "vmin": 0.0}) == {"n_gaussians": 12}
+    assert get_codec("zstd").file_stats({"level": 1}) == {}

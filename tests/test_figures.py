@@ -4,15 +4,17 @@ from __future__ import annotations
 
 import json
 
+import matplotlib
 import matplotlib.image as mpimg
 import numpy as np
 import pandas as pd
 import pytest
 import tifffile
 
-from volbench.paper import cli
+from volbench import cli
+from volbench.codecs.base import get_codec
 from volbench.paper import figures as F
-from volbench.paper import tables as T
+from volbench.paper import selection, style
 
 SHAPE = (6, 24, 32)
 
@@ -48,10 +50,11 @@ def tree(tmp_path):
                      "psnr_2d": psnr, "psnr_3d": psnr - 0.5, "ssim_3d": 0.9 - noise / 1000, "lpips": np.nan,
                      "encode_seconds": 2.0 if ctype == "hevc" else 300.0, "decode_seconds": 0.1,
                      "decode_mvox_s": 50.0 if ctype == "hevc" else 5.0, "status": "ok", "params": json.dumps({}),
-                     "target_bpp": 0.073 if "target" in point else np.nan})
+                     "target_bpp": 0.073 if "target" in point else np.nan, **get_codec(ctype).describe()})
     rows.append({"dataset": "ds", "codec": "zstd", "codec_type": "zstd", "point": "level-19", "bpv": 9.0,
                  "psnr_2d": np.inf, "psnr_3d": np.inf, "ssim_3d": 1.0, "lpips": 0.0, "encode_seconds": 0.1,
-                 "decode_seconds": 0.05, "decode_mvox_s": 100.0, "status": "ok", "params": "{}"})
+                 "decode_seconds": 0.05, "decode_mvox_s": 100.0, "status": "ok", "params": "{}",
+                 **get_codec("zstd").describe()})
     enc = res / "encoded" / "ds" / "volmicro" / "target_bpp-0.073"
     enc.mkdir(parents=True)
     it = np.arange(0, 1000, 50)
@@ -60,9 +63,9 @@ def tree(tmp_path):
         enc / "history.csv", index=False)
     siren = res / "encoded" / "ds" / "siren" / "target_bpp-0.073"
     siren.mkdir(parents=True)
-    pd.DataFrame({"iteration": it, "loss": 2.0 / (1 + it), "psnr": 18 + 0.01 * it, "seconds": it / 5}).to_csv(
-        siren / "history.csv", index=False)
-    return res, T.prepare(pd.DataFrame(rows))
+    pd.DataFrame({"iteration": it, "loss": 2.0 / (1 + it), "psnr": 18 + 0.01 * it, "mse": 0.5 / (1 + it),
+                  "n_gaussians": None, "seconds": it / 5, "stage": "train"}).to_csv(siren / "history.csv", index=False)
+    return res, selection.prepare(pd.DataFrame(rows))
 
 
 def _png(path):
@@ -92,10 +95,10 @@ def test_bubble_chart(tree, tmp_path):
 
 
 def test_training_dynamics_reads_history_files(tree, tmp_path):
-    res, _ = tree
+    res, df = tree
     hist = F.find_histories(res, "ds")
     assert [(c, p) for c, p, _ in hist] == [("siren", "target_bpp-0.073"), ("volmicro", "target_bpp-0.073")]
-    paths = F.training_dynamics(res, "ds", tmp_path / "train", types={"siren": "siren", "volmicro": "volmicro"})
+    paths = F.training_dynamics(res, "ds", tmp_path / "train", df)
     _png(paths[0])
     # a dataset without any history still gives a figure (saying so)
     paths = F.training_dynamics(res, "nothing", tmp_path / "empty")
@@ -140,3 +143,28 @@ def test_cli_figures(tree, tmp_path):
     assert (out / "q.png").exists() and (out / "q.pdf").exists() and (out / "e.pdf").exists()
     assert cli.main(["figures", "qualitative", "--summary", str(s), "--dataset", "ds", "--out", str(out)]) == 1
     assert not list(out.glob(".*tmp*"))
+
+
+def test_styles_hue_from_family_and_one_look_per_instance(tree):
+    _, df = tree
+    extra = df.iloc[[0]].assign(codec="hevc_lossless", point="lossless")  # a 2nd instance of hevc's family
+    look = style.styles(selection.prepare(pd.concat([df, extra], ignore_index=True)))
+    assert look["hevc"].label == "HEVC (x265)" and look["hevc_lossless"].label == "HEVC (x265) [hevc_lossless]"
+    # one family, one hue (the first instance has it exactly), the others differ by marker, line, lightness
+    blue = matplotlib.colormaps["tab10"](style.FAMILY_HUES["video"])[:3]
+    assert look["hevc"].color == pytest.approx(blue)
+    assert look["hevc_lossless"].color != look["hevc"].color
+    assert look["hevc_lossless"].marker != look["hevc"].marker
+    assert look["hevc_lossless"].linestyle != look["hevc"].linestyle
+    # every instance its own look; a family without a listed hue still gets a fixed one
+    assert len({(s.color, s.marker, s.linestyle) for s in look.values()}) == len(look)
+    assert style.styles(df)["volmicro"] == look["volmicro"]  # deterministic, whatever else is there
+    assert style.styles(None, ["mine"])["mine"] == style.styles(None, ["mine"])["mine"]
+
+
+def test_rd_lines_use_the_instance_styles(tree, tmp_path, drawn_lines):
+    _, df = tree
+    F.rd_curves(df, "ds", tmp_path, metrics=("psnr_2d",))
+    look = style.styles(df)
+    assert drawn_lines["HEVC (x265)"] == (look["hevc"].color, look["hevc"].marker)
+    assert drawn_lines["VolMicro"] == (look["volmicro"].color, look["volmicro"].marker)

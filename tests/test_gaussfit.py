@@ -13,6 +13,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
+from volbench import history  # noqa: E402
 from volbench.errors import CorruptFile  # noqa: E402
 from volbench.gaussian_ops import fixed, ops  # noqa: E402
 from volbench.gaussian_training import common, fileformat, losses, morton  # noqa: E402
@@ -228,6 +229,6 @@ def test_progress_history_csv(tmp_path):
     p.log(3, 0.25, 0.0, 12, stage="decoded_file")
     p.close()
     rows = list(csv.DictReader(open(tmp_path / "history.csv")))
-    assert list(rows[0])[:6] == ["iteration", "loss", "psnr", "mse", "n_gaussians", "seconds"]
+    assert tuple(rows[0]) == history.COLUMNS and rows[0]["stage"] == "train"
     assert float(rows[0]["psnr"]) == pytest.approx(20.0) and rows[1]["psnr"] == "inf"
     assert rows[1]["stage"] == "decoded_file" and rows[1]["n_gaussians"] == "12"

@@ -9,8 +9,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from volbench.paper import cli
-from volbench.paper import tables as T
+from volbench import cli
+from volbench.codecs.base import get_codec
+from volbench.paper import ablation, selection, tables
+from volbench.paper import formatting as fmt
 
 CONFIG = {
     "datasets": {"us": {"modality": "ultrasound"}, "tri": {"modality": "confocal", "spacing": [2.0, 0.5, 0.5]}, "isbi": {"modality": "em"}},
@@ -29,7 +31,12 @@ def row(ds, codec, ctype, point, bpv, p2, s2, p3, s3, enc, *, params=None, targe
             "psnr_2d": p2, "ssim_2d": s2, "psnr_3d": p3, "ssim_3d": s3, "lpips": lpips, "psnr_fg": np.nan,
             "ssim_fg": np.nan, "encode_seconds": enc, "decode_seconds": dec, "decode_mvox_s": nvox / dec / 1e6,
             "encode_peak_mb": 10.0, "decode_peak_mb": 10.0, "n_voxels": nvox, "lossless": False, "status": status,
-            "error": "" if status == "ok" else "boom", "versions": "{}"}
+            "error": "" if status == "ok" else "boom", "versions": "{}", **describe(ctype)}
+
+
+def describe(ctype: str) -> dict:
+    """What encode.json records and scoring copies into the row: the codec's own description."""
+    return get_codec(ctype).describe()
 
 
 def summary() -> pd.DataFrame:
@@ -46,7 +53,9 @@ def summary() -> pd.DataFrame:
             row(ds, "gaussianpile", "gaussianpile", "iter-30k", 0.5, 33 + off, 0.80, 33.5 + off, 0.85, 443.0,
                 params={"preset": "paper", "iterations": 30000, "n_gaussians": 1000000}),
         ]
-    return T.prepare(pd.DataFrame(rows))
+    # zstd is configured but its only cell failed: the row stays, with the codec's description
+    rows.append(row("isbi", "zstd", "zstd", "level-19", np.nan, *[np.nan] * 4, 0.1, status="failed"))
+    return selection.prepare(pd.DataFrame(rows))
 
 
 def ablations(df: pd.DataFrame) -> pd.DataFrame:
@@ -68,35 +77,35 @@ def ablations(df: pd.DataFrame) -> pd.DataFrame:
         row("tri", "ablation_vm_cutoff_2", "volmicro", "target_bpp-0.073", 0.073, 26.0, 0.60, 25, 0.6, 430.0,
             target=0.073, dec=0.5, params={**vm, "cutoff": 2.0}),
     ]
-    return T.prepare(pd.concat([df.drop(columns=["_params", "size_mb"]), pd.DataFrame(extra)], ignore_index=True))
+    return selection.prepare(pd.concat([df.drop(columns=["_params", "size_mb"]), pd.DataFrame(extra)], ignore_index=True))
 
 
-def ctx(**kw) -> T.Context:
-    return T.Context.from_config(CONFIG, **kw)
+def ctx(**kw) -> selection.Context:
+    return selection.Context.from_config(CONFIG, **kw)
 
 
-def frame(t: T.Table) -> pd.DataFrame:
-    return T.to_frame(t).set_index("method")
+def frame(t: fmt.Table) -> pd.DataFrame:
+    return fmt.to_frame(t).set_index("method")
 
 
 def test_fmt_duration_like_the_papers():
-    assert T.fmt_duration(443) == "7m23s"
-    assert T.fmt_duration(5040) == "1h24m"
-    assert T.fmt_duration(780) == "13m"
-    assert T.fmt_duration(0.84) == "0.8s"
-    assert T.fmt_duration(0.0042) == "4ms"
+    assert fmt.fmt_duration(443) == "7m23s"
+    assert fmt.fmt_duration(5040) == "1h24m"
+    assert fmt.fmt_duration(780) == "13m"
+    assert fmt.fmt_duration(0.84) == "0.8s"
+    assert fmt.fmt_duration(0.0042) == "4ms"
 
 
 def test_rows_follow_the_config_order_of_instances_and_points():
     df = summary()
     cfg = {**CONFIG, "codecs": {"gaussianpile": {}, "hevc": {"rate_points": [{"target_bpp": 0.073}, {"crf": 16}]}}}
-    t = T.build("seed000_table1", df, T.Context.from_config(cfg))
+    t = tables.build("gaussianpile_table1", df, selection.Context.from_config(cfg))
     assert [r.label for r in t.rows][:3] == ["GaussianPile", "HEVC (x265) (target_bpp-0.073)", "HEVC (x265) (crf-16)"]
     assert [c.group for c in t.columns][::3] == ["us", "tri"]  # datasets in config order
 
 
-def test_seed000_table1_values_and_best():
-    t = T.build("seed000_table1", summary(), ctx())
+def test_gaussianpile_table1_values_and_best():
+    t = tables.build("gaussianpile_table1", summary(), ctx())
     f = frame(t)
     # EM dataset left out (it belongs in Table 5); rows = codec x point of the main instances
     assert {c.group for c in t.columns} == {"us", "tri"}
@@ -107,22 +116,22 @@ def test_seed000_table1_values_and_best():
     assert any(n.startswith("— = no result") and "zstd" in n for n in t.notes)
     assert f.loc["GaussianPile", "tri PSNR"] == pytest.approx(34.0)
     assert f.loc["COIN (SIREN)", "us Time"] == pytest.approx(600.0)
-    marks = T.best_marks(t)
+    marks = fmt.best_marks(t)
     gp = list(f.index).index("GaussianPile")
     hevc = list(f.index).index("HEVC (x265) (crf-16)")
     assert marks[(gp, "us|psnr_2d")] == "best" and marks[(gp, "tri|ssim_2d")] == "best"
     assert marks[(hevc, "us|encode_seconds")] == "best"  # time: smaller is better
     assert (hevc, "us|psnr_2d") not in marks
-    md = T.to_markdown(t)
+    md = fmt.to_markdown(t)
     assert "| GaussianPile | **33.00** | **0.800** | 7m23s |" in md
     assert "| Zstandard (lossless) | — | — | — | — | — | — |" in md
-    assert "Zstandard (lossless) & --- & --- &" in T.to_latex(t)
-    tex = T.to_latex(t)
+    assert "Zstandard (lossless) & --- & --- &" in fmt.to_latex(t)
+    tex = fmt.to_latex(t)
     assert "\\textbf{33.00}" in tex and "\\multicolumn{3}{c}{us}" in tex
 
 
-def test_seed000_table2_size_ratio_and_quant_row():
-    t = T.build("seed000_table2", ablations(summary()), ctx())
+def test_gaussianpile_table2_size_ratio_and_quant_row():
+    t = tables.build("gaussianpile_table2", ablations(summary()), ctx())
     f = frame(t)
     assert "GaussianPile w/o Quant." in f.index
     nvox = 16 * 64 * 64
@@ -130,81 +139,80 @@ def test_seed000_table2_size_ratio_and_quant_row():
     assert f.loc["GaussianPile", "tri Comp."] == pytest.approx(16 / 0.5)
     # the smallest file and the largest ratio are the same row (SIREN at 0.072 bpv)
     i = list(f.index).index("COIN (SIREN)")
-    marks = T.best_marks(t)
+    marks = fmt.best_marks(t)
     assert marks[(i, "tri|size_mb")] == "best" and marks[(i, "tri|compression_ratio")] == "best"
     # the "w/o Quant." row has no value on datasets where it did not run
     assert pd.isna(f.loc["GaussianPile w/o Quant.", "us Comp."])
 
 
-def test_seed000_table3_uses_3d_metrics():
-    f = frame(T.build("seed000_table3", summary(), ctx()))
+def test_gaussianpile_table3_uses_3d_metrics():
+    f = frame(tables.build("gaussianpile_table3", summary(), ctx()))
     assert f.loc["VolMicro", "us PSNR"] == pytest.approx(25.5)
     assert f.loc["GaussianPile", "tri SSIM"] == pytest.approx(0.85)
 
 
-def test_seed000_table4_ablation_blocks_labels_and_gaussian_count(tmp_path):
+def test_gaussianpile_table4_ablation_blocks_labels_and_gaussian_count():
     df = ablations(summary())
-    hist = tmp_path / "encoded" / "tri" / "ablation_gp_m50k" / "iter-30k" / "history.csv"
-    hist.parent.mkdir(parents=True)
-    pd.DataFrame({"iteration": [0, 100, 200], "loss": [1, 0.5, 0.2], "psnr": [20, 30, 34],
-                  "n_gaussians": [50000, 90000, 85000], "seconds": [0, 1, 2]}).to_csv(hist, index=False)
-    t = T.build("seed000_table4", df, ctx(results=tmp_path))
+    # the final Gaussian count: the summary's n_gaussians (Codec.file_stats, via encode.json)
+    df.loc[df["codec"] == "ablation_gp_m50k", "n_gaussians"] = 85000
+    t = tables.build("gaussianpile_table4", df, ctx())
     labels = [(r.block, r.label) for r in t.rows]
     assert labels == [
         ("tri / M / N", "M = 50k"), ("tri / M / N", "M = 1000k (ours)"),
         ("tri / σz", "σz = δz/10"), ("tri / σz", "σz = δz (ours)"), ("tri / σz", "σz = 10δz"),
     ]
     vals = {(r.block, r.label): r.values for r in t.rows}
-    assert vals[("tri / M / N", "M = 50k")]["n_gaussians"] == 85000  # last history row
+    assert vals[("tri / M / N", "M = 50k")]["n_gaussians"] == 85000
+    assert pd.isna(vals[("tri / M / N", "M = 1000k (ours)")]["n_gaussians"])  # no count in its row
     assert vals[("tri / σz", "σz = δz (ours)")]["psnr_2d"] == pytest.approx(34.0)
-    marks = T.best_marks(t)
+    marks = fmt.best_marks(t)
     # best within each block: sigma block -> dz/10 (34.25) beats the reference (34.0)
     i = labels.index(("tri / σz", "σz = δz/10"))
     j = labels.index(("tri / M / N", "M = 50k"))
     assert marks[(i, "psnr_2d")] == "best" and marks[(j, "psnr_2d")] == "best"
     assert "ablation_gp_noquant" not in {r.meta["codec"] for r in t.rows}  # Table 2's row, not here
-    tex = T.to_latex(t)
+    tex = fmt.to_latex(t)
     assert "$\\sigma_z$ = $\\delta_z$/10" in tex
 
 
-def test_seed000_table5_em_only():
-    t = T.build("seed000_table5", summary(), ctx())
+def test_gaussianpile_table5_em_only():
+    t = tables.build("gaussianpile_table5", summary(), ctx())
     assert {c.group for c in t.columns} == {"isbi"}
     f = frame(t)
     assert f.loc["GaussianPile", "isbi 3D PSNR"] == pytest.approx(35.5)
     i = list(f.index).index("COIN (SIREN)")
-    assert T.best_marks(t)[(i, "isbi|compression_ratio")] == "best"
+    assert fmt.best_marks(t)[(i, "isbi|compression_ratio")] == "best"
 
 
-def test_seed001_table2_best_and_second_best():
-    t = T.build("seed001_table2", summary(), ctx())
+def test_volmicro_table2_best_and_second_best():
+    t = tables.build("volmicro_table2", summary(), ctx())
     us = [i for i, r in enumerate(t.rows) if r.block == "us"]
     assert len(us) == 6 and t.rows[us[-1]].label == "Zstandard (lossless)"  # configured, no result: dashes
-    marks = T.best_marks(t)
+    marks = fmt.best_marks(t)
     by = {t.rows[i].label: i for i in us}
     assert marks[(by["GaussianPile"], "psnr_2d")] == "best"
     assert marks[(by["HEVC (x265) (crf-16)"], "psnr_2d")] == "second"
     assert marks[(by["VolMicro"], "lpips")] == "best"
-    md = T.to_markdown(t)
+    md = fmt.to_markdown(t)
     assert "<u>30.00</u>" in md and "**33.00**" in md
-    assert "\\underline{30.00}" in T.to_latex(t)
+    assert "\\underline{30.00}" in fmt.to_latex(t)
 
 
-def test_seed001_table3_matched_rows_decode_ms_and_delta():
-    t = T.build("seed001_table3", summary(), ctx())
+def test_volmicro_table3_matched_rows_decode_ms_and_delta():
+    t = tables.build("volmicro_table3", summary(), ctx())
     us = [r for r in t.rows if r.block == "us"]
     assert [r.label for r in us] == ["HEVC (x265)", "COIN (SIREN)", "VolMicro"]  # only target_bpp 0.073
     vm = us[2].values
     assert vm["decode_ms"] == pytest.approx(1032.0)
     assert vm["bpv"] == pytest.approx(0.073)
     i = t.rows.index(us[0])
-    assert T.best_marks(t)[(i, "decode_ms")] == "best"  # hevc decodes fastest
+    assert fmt.best_marks(t)[(i, "decode_ms")] == "best"  # hevc decodes fastest
     note = [n for n in t.notes if n.startswith("us: Δ VolMicro vs COIN")][0]
     assert "-1.00 dB PSNR" in note and "+0.040 SSIM" in note and "18.8x faster decode" in note
 
 
-def test_seed001_table5_components_and_speedup():
-    t = T.build("seed001_table5", ablations(summary()), ctx())
+def test_volmicro_table5_components_and_speedup():
+    t = tables.build("volmicro_table5", ablations(summary()), ctx())
     f = frame(t)
     assert list(f.index) == ["Full model", "– Sparse gating", "– Edge weighting"]
     assert f.loc["Full model", "Speedup"] == pytest.approx(1.0)
@@ -212,34 +220,34 @@ def test_seed001_table5_components_and_speedup():
     assert f.loc["– Sparse gating", "Time (min)"] == pytest.approx(2538.0 / 60)
 
 
-def test_seed001_table8_cutoff():
-    t = T.build("seed001_table8", ablations(summary()), ctx())
+def test_volmicro_table8_cutoff():
+    t = tables.build("volmicro_table8", ablations(summary()), ctx())
     f = frame(t)
     assert list(f.index) == ["cutoff = 2", "cutoff = 3 (ours)"]
     assert f.loc["cutoff = 2", "Decode (ms)"] == pytest.approx(500.0)
     i = list(f.index).index("cutoff = 2")
-    assert T.best_marks(t)[(i, "decode_ms")] == "best"
+    assert fmt.best_marks(t)[(i, "decode_ms")] == "best"
 
 
 def test_absent_rows_give_a_note_not_an_error(tmp_path):
     df = summary()
-    for name in ("seed000_table4", "seed001_table5", "seed001_table8"):
-        t = T.build(name, df, ctx())
+    for name in ("gaussianpile_table4", "volmicro_table5", "volmicro_table8"):
+        t = tables.build(name, df, ctx())
         assert t.empty and any("config/ablation.yaml" in n for n in t.notes)
-        paths = T.write_table(t, tmp_path)
+        paths = fmt.write_table(t, tmp_path)
         assert sorted(p.suffix for p in paths) == [".csv", ".html", ".md", ".tex"]
         assert "config/ablation.yaml" in (tmp_path / f"{name}.md").read_text()
         assert "note" in pd.read_csv(tmp_path / f"{name}.csv").columns
-    t = T.build("seed001_table3", df, T.Context.from_config(CONFIG, matched_bpp=[0.5]))
+    t = tables.build("volmicro_table3", df, selection.Context.from_config(CONFIG, matched_bpp=[0.5]))
     assert t.empty and "target_bpp" in t.notes[0]
-    no_em = T.Context.from_config({**CONFIG, "datasets": {"us": {"modality": "ultrasound"}}})
-    assert T.build("seed000_table5", df[df["dataset"] == "us"], no_em).empty
+    no_em = selection.Context.from_config({**CONFIG, "datasets": {"us": {"modality": "ultrasound"}}})
+    assert tables.build("gaussianpile_table5", df[df["dataset"] == "us"], no_em).empty
 
 
 def test_failed_rows_left_out_and_named():
     df = summary()
     df.loc[(df["dataset"] == "us") & (df["codec"] == "siren"), "status"] = "failed"
-    t = T.build("seed000_table1", df, ctx())
+    t = tables.build("gaussianpile_table1", df, ctx())
     f = frame(t)
     assert pd.isna(f.loc["COIN (SIREN)", "us PSNR"]) and f.loc["COIN (SIREN)", "tri PSNR"] == pytest.approx(28.0)
     assert any("us/siren/target_bpp-0.073" in n for n in t.notes)
@@ -247,13 +255,13 @@ def test_failed_rows_left_out_and_named():
 
 def test_ties_and_all_equal_columns():
     df = summary()
-    t = T.build("seed001_table2", df, ctx())
+    t = tables.build("volmicro_table2", df, ctx())
     # Ratio ties between nothing; a column where every value is equal gets no mark
     df2 = df.copy()
     df2["lpips"] = 0.2
-    marks = T.best_marks(T.build("seed001_table2", df2, ctx()))
+    marks = fmt.best_marks(tables.build("volmicro_table2", df2, ctx()))
     assert not any(k[1] == "lpips" for k in marks)
-    assert any(k[1] == "lpips" for k in T.best_marks(t))
+    assert any(k[1] == "lpips" for k in fmt.best_marks(t))
 
 
 def test_cli_roundtrip_through_csv_with_inf(tmp_path):
@@ -263,45 +271,62 @@ def test_cli_roundtrip_through_csv_with_inf(tmp_path):
     pd.concat([df, pd.DataFrame([lossless])]).to_csv(tmp_path / "summary.csv", index=False)
     (tmp_path / "cfg.json").write_text(json.dumps(CONFIG))
     rc = cli.main(["paper-tables", "--summary", str(tmp_path / "summary.csv"), "--config-json",
-                   str(tmp_path / "cfg.json"), "--out", str(tmp_path / "paper"), "--table", "seed000_table1"])
+                   str(tmp_path / "cfg.json"), "--out", str(tmp_path / "paper"), "--table", "gaussianpile_table1"])
     assert rc == 0
-    md = (tmp_path / "paper" / "seed000_table1.md").read_text()
+    md = (tmp_path / "paper" / "gaussianpile_table1.md").read_text()
     assert "| Zstandard (lossless) | **∞** | **1.000** |" in md
-    assert "$\\infty$" in (tmp_path / "paper" / "seed000_table1.tex").read_text()
+    assert "$\\infty$" in (tmp_path / "paper" / "gaussianpile_table1.tex").read_text()
     assert not list((tmp_path / "paper").glob(".*tmp*"))  # atomic writes leave no temporaries
     rc = cli.main(["paper-tables", "--summary", str(tmp_path / "missing.csv"), "--out", str(tmp_path)])
     assert rc == 1
 
 
 def test_pretty_labels_relative_to_dz():
-    assert T.pretty_param("sigma_z", 0.05, "gaussianpile", dz=0.5) == "σz = δz/10"
-    assert T.pretty_param("sigma_z", 1.0, "gaussianpile", dz=0.5) == "σz = 2δz"
-    assert T.pretty_param("sigma_z", 1.0, "gaussianpile") == "σz = 1"
-    assert T.pretty_param("n_gaussians", 21000, "volmicro") == "N = 21k"
-    assert T.pretty_param("gate", "none") == "– Sparse gating"
-    assert T.pretty_param("w_edge", 0.0) == "– Edge weighting"
-    assert T.pretty_param("densify_until", 0) == "– Adaptive densification"
-    assert T.pretty_param("quantize", False) == "w/o Quant."
-    assert T.pretty_param("lr", 0.5) == "lr = 0.5"
+    assert ablation.pretty_param("sigma_z", 0.05, "gaussianpile", dz=0.5) == "σz = δz/10"
+    assert ablation.pretty_param("sigma_z", 1.0, "gaussianpile", dz=0.5) == "σz = 2δz"
+    assert ablation.pretty_param("sigma_z", 1.0, "gaussianpile") == "σz = 1"
+    assert ablation.pretty_param("n_gaussians", 21000, "volmicro") == "N = 21k"
+    assert ablation.pretty_param("gate", "none") == "– Sparse gating"
+    assert ablation.pretty_param("w_edge", 0.0) == "– Edge weighting"
+    assert ablation.pretty_param("densify_until", 0) == "– Adaptive densification"
+    assert ablation.pretty_param("quantize", False) == "w/o Quant."
+    assert ablation.pretty_param("lr", 0.5) == "lr = 0.5"
 
 
-def test_ablation_against_the_codecs_resolved_parameters():
-    """A row differing only by the preset's own value is no ablation; the reference's count comes
-    from the preset when the config does not spell it out (needs the gaussianpile codec module)."""
-    from volbench.codecs.base import get_codec
-
-    preset_m = get_codec("gaussianpile")(preset="paper").params["n_gaussians"]
+def test_ablation_against_the_recorded_parameters():
+    """The summary's params are the codec's full parameters as encode.json records them (preset and
+    defaults merged in): a row differing only by the preset's own value is no ablation, and the
+    reference's count is the preset's."""
+    gp = get_codec("gaussianpile")
+    ref = gp(preset="paper", iterations=30000).params
+    preset_m = ref["n_gaussians"]
     df = summary()
     df = df[df["dataset"] == "tri"].drop(columns=["_params", "size_mb"])
-    df.loc[df["codec"] == "gaussianpile", "params"] = json.dumps({"preset": "paper", "iterations": 30000})
+    df.loc[df["codec"] == "gaussianpile", "params"] = json.dumps(ref)
     extra = pd.DataFrame([
         row("tri", "ablation_gp_m50k", "gaussianpile", "iter-30k", 0.2, 30, 0.8, 30, 0.8, 400.0,
-            params={"preset": "paper", "iterations": 30000, "n_gaussians": 50000}),
+            params=gp(preset="paper", iterations=30000, n_gaussians=50000).params),
         row("tri", "ablation_gp_same", "gaussianpile", "iter-30k", 0.2, 30, 0.8, 30, 0.8, 400.0,
-            params={"preset": "paper", "iterations": 30000, "n_gaussians": preset_m}),
+            params=gp(preset="paper", iterations=30000, n_gaussians=preset_m).params),
     ])
-    t = T.build("seed000_table4", T.prepare(pd.concat([df, extra], ignore_index=True)), ctx())
+    t = tables.build("gaussianpile_table4", selection.prepare(pd.concat([df, extra], ignore_index=True)), ctx())
     assert [r.label for r in t.rows] == ["M = 50k", f"M = {preset_m / 1000:g}k (ours)"]
+
+
+def test_summary_without_codec_descriptions_still_renders():
+    """A summary written before the codecs described themselves: codec types as names, config order."""
+    df = summary().drop(columns=["_params", "size_mb", "display_name", "family", "table_order", "trains"])
+    t = tables.build("gaussianpile_table1", selection.prepare(df), ctx())
+    assert [r.label for r in t.rows][:3] == ["hevc (crf-16)", "hevc (target_bpp-0.073)", "siren"]
+    no_cfg = selection.Context()
+    assert no_cfg.codec_order(selection.prepare(df)) == ["hevc", "siren", "volmicro", "gaussianpile", "zstd"]
+
+
+def test_codec_order_without_config_follows_table_order():
+    df = summary()
+    assert selection.Context().codec_order(df) == ["hevc", "zstd", "siren", "volmicro", "gaussianpile"]
+    df.loc[df["codec"] == "gaussianpile", "table_order"] = 0
+    assert selection.Context().codec_order(df)[0] == "gaussianpile"
 
 
 def test_init_grid_ablation_block():
@@ -313,18 +338,17 @@ def test_init_grid_ablation_block():
         row("tri", "ablation_gp_init_grid", "gaussianpile", "iter-30k", 0.6, 33.5, 0.79, 33, 0.8, 544.0,
             params={"preset": "paper", "iterations": 30000, "init": "grid"}),
     ])
-    t = T.build("seed000_table4", T.prepare(pd.concat([df, extra], ignore_index=True)), ctx())
+    t = tables.build("gaussianpile_table4", selection.prepare(pd.concat([df, extra], ignore_index=True)), ctx())
     assert [(r.block, r.label) for r in t.rows] == [("tri / Init.", "Init. = Grid"),
                                                       ("tri / Init.", "Init. = Random (ours)")]
-    marks = T.best_marks(t)
+    marks = fmt.best_marks(t)
     assert marks[(1, "psnr_2d")] == "best" and marks[(1, "encode_seconds")] == "best"
-    assert "Init. = Grid" in T.to_latex(t)
+    assert "Init. = Grid" in fmt.to_latex(t)
 
 
 def test_gaussianpile_init_parameter_initialises_on_a_grid():
     """`init: grid` (the Table 4 ablation) really changes the initialisation; the default is random."""
     torch = pytest.importorskip("torch")
-    from volbench.codecs.base import get_codec
     from volbench.errors import VolbenchError
 
     gp = get_codec("gaussianpile")

@@ -60,8 +60,8 @@ def test_dag_ends_with_tables_figures(tiny_run, repo_root):
     bd = pd.read_csv(paper / "bdrate.csv")
     assert bd["bd_rate_pct"].isna().all()
     assert bd["rate_note"].str.contains("anchor hevc has no results").all()
-    # Table 1 of seed 000 has the tiny config's codecs, best values in bold
-    md = (paper / "seed000_table1.md").read_text()
+    # GaussianPile Table 1 has the tiny config's codecs, best values in bold
+    md = (paper / "gaussianpile_table1.md").read_text()
     assert "ZFP" in md and "Zstandard (lossless)" in md and "**" in md
     summary = pd.read_csv(res / "tables" / "summary.csv")
     assert set(summary["dataset"]) == {"tneuron", "tus"}
@@ -76,7 +76,7 @@ def test_report_is_one_self_contained_html(tiny_run):
     assert not re.search(r"""(src|href)=["'](file:|/|\.\./)""", text)
     # every category of the paper outputs and the environment record is in it
     for needle in ("Paper tables", "Rate-distortion (paper)", "Qualitative", "Speed", "Environment",
-                   "seed000_table1.html", "bdrate.html", "rd_psnr_2d.png", "bubble.png", "environment.html"):
+                   "gaussianpile_table1.html", "bdrate.html", "rd_psnr_2d.png", "bubble.png", "environment.html"):
         assert needle in text, f"{needle!r} not in the report"
     # captions (from workflow/report/*.rst) are embedded
     assert "Bjøntegaard" in text or "Bj\\u00f8ntegaard" in text or "BD-rate" in text

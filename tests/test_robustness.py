@@ -135,6 +135,9 @@ def test_failing_codec_is_contained_and_reported(reference):
     assert "da / broken / only" in md and "db / broken / only" in md and "SIGABRT" in md
     # no compressed file is left behind by the failed encode
     assert not (reference / "results/encoded/da/broken/only/volume.vbc").exists()
+    # failed cells still say how the tables and figures show their codec (Codec.describe)
+    assert enc_fail.display_name == dec_fail.display_name == "failing" and enc_fail.family == "other"
+    assert cells[("da", "zstd")].display_name == "Zstandard (lossless)"
 
 
 # -- resume after SIGKILL ----------------------------------------------------------------------

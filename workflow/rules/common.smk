@@ -14,6 +14,7 @@ sys_path_volbench = os.path.join(workflow.basedir, "workflow")
 if sys_path_volbench not in sys.path:
     sys.path.insert(0, sys_path_volbench)
 
+from volbench.codecs.base import get_codec  # noqa: E402
 from volbench.config import check_config, point_label, codec_gpu, schema_error  # noqa: E402
 from volbench.errors import VolbenchError  # noqa: E402
 from volbench.paper.tables import GENERATORS as _PAPER_GENERATORS  # noqa: E402
@@ -86,7 +87,7 @@ wildcard_constraints:
     dataset="[A-Za-z0-9_-]+",
     codec="[A-Za-z0-9_-]+",
     point="[A-Za-z0-9._-]+",
-    table="seed00[0-9]_table[0-9]+",
+    table="|".join(_PAPER_GENERATORS),
 
 
 def cell_paths(kind):
@@ -168,7 +169,6 @@ PAPER_RD_METRICS = list(PAPER_OPTS.get("rd_metrics") or ["psnr_2d", "psnr_3d", "
 PAPER_BD_ARGS = "--method {} --min-points {} --min-overlap {}".format(
     PAPER_OPTS.get("bd_method", "pchip"), int(PAPER_OPTS.get("bd_min_points", 4)),
     float(PAPER_OPTS.get("bd_min_overlap", 0.75)))
-PAPER_TRAINING_TYPES = {"siren", "volmicro", "gaussianpile", "gs3d_slice"}
 # the parts of the config the paper outputs use (dataset modality, codec order/types, anchor, matched_bpp)
 PAPER_CFG = json.dumps(
     {k: config[k] for k in ("datasets", "codecs", "anchor", "matched_bpp", "paper") if k in config},
@@ -184,12 +184,23 @@ def paper_slice(wildcards):
     return "" if z is None else f"--slice {int(z)}"
 
 
+_TRAINS = {}
+
+
+def codec_trains(codec):
+    """Whether a codec instance's codec trains (Codec.trains: it writes a history.csv). A codec that
+    cannot be loaded here (its libraries only in the jobs' environment) counts as training: the
+    training figure is then planned, and says so when no history.csv came."""
+    if codec not in _TRAINS:
+        try:
+            _TRAINS[codec] = bool(get_codec(codec_type(codec), codec_entry(codec).get("module")).trains)
+        except Exception:
+            _TRAINS[codec] = True
+    return _TRAINS[codec]
+
+
 def paper_training_cells(dataset):
-    return [
-        f"results/encoded/{d}/{c}/{p}"
-        for d, c, p in CELLS
-        if d == dataset and codec_type(c) in PAPER_TRAINING_TYPES
-    ]
+    return [f"results/encoded/{d}/{c}/{p}" for d, c, p in CELLS if d == dataset and codec_trains(c)]
 
 
 def paper_training_datasets():

@@ -1,4 +1,4 @@
-# Paper outputs: the seeds' tables, BD-rate against the anchor, and the figures
+# Paper outputs: the papers' tables, BD-rate against the anchor, and the figures
 # (docs/reproduce-papers.md). Everything reads results/tables/summary.csv; the figures that need
 # voxels also read results/data and results/decoded, the training plot results/encoded/.../history.csv.
 # The targets and options (PAPER_*, paper_targets) are in common.smk.
@@ -24,7 +24,7 @@ rule paper_table:
         CONDA_ENV
     shell:
         vb_shell(
-            "paper-tables --summary {input} --config-json {params.cfg:q} --results results"
+            "paper-tables --summary {input} --config-json {params.cfg:q}"
             " --table {wildcards.table} --out results/tables/paper"
         )
 
@@ -135,7 +135,8 @@ rule paper_training:
         CONDA_ENV
     shell:
         vb_shell(
-            "figures training --results results --config-json {params.cfg:q} --dataset {wildcards.dataset}"
+            "figures training --summary {input.summary} --results results --config-json {params.cfg:q}"
+            " --dataset {wildcards.dataset}"
             " --out results/plots/{wildcards.dataset}/training_dynamics"
         )
 

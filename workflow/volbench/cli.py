@@ -52,6 +52,10 @@ def cmd_encode(a):
         rec = pipeline.isolated(a.argv, record, "encode")
         if rec.get("status") != "ok":
             (out / pipeline.VBC).unlink(missing_ok=True)
+            from .codecs.base import describe
+
+            # the failed cell's summary row still names the codec as the tables do
+            io.write_json(record, {**rec, **describe(a.codec_type, a.module or None)})
             if a.on_failure == "raise":
                 raise VolbenchError(rec["error"])
         return
@@ -119,16 +123,17 @@ def cmd_provision_lpips(a):
 
 
 def cmd_codecs(a):
-    """Print every codec type: rate knob, lossless, parameters with defaults (Markdown)."""
+    """Print every codec type: how the tables and figures show it, rate knob, lossless, parameters
+    with defaults (Markdown)."""
     from .codecs.base import available, get_codec
 
-    print("| codec | what | rate knob (target_bpp) | parameters (defaults) |")
-    print("|---|---|---|---|")
+    print("| codec | what | in tables and figures | rate knob (target_bpp) | parameters (defaults) |")
+    print("|---|---|---|---|---|")
     for kind in available():
         try:
             cls = get_codec(kind)
         except Exception as exc:  # a codec whose libraries are missing still gets a row
-            print(f"| `{kind}` | (cannot load: {type(exc).__name__}) | | |")
+            print(f"| `{kind}` | (cannot load: {type(exc).__name__}) | | | |")
             continue
         doc = (cls.__doc__ or (sys.modules[cls.__module__].__doc__ or "")).strip()
         what = " ".join(doc.split("\n\n")[0].split())
@@ -138,7 +143,10 @@ def cmd_codecs(a):
         if cls.lossless:
             what += " (lossless)"
         params = ", ".join(f"`{k}`={v!r}" for k, v in sorted(cls.defaults.items()))
-        print(f"| `{kind}` | {what} | {knob or '—'} | {params} |")
+        d = cls.describe()
+        shown = f"{d['display_name']} (family {d['family']}, order {d['table_order']}"
+        shown += ", trains)" if d["trains"] else ")"
+        print(f"| `{kind}` | {what} | {shown} | {knob or '—'} | {params} |")
 
 
 def cmd_decode_file(a):
@@ -228,12 +236,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--device", default="auto")
     s.set_defaults(func=cmd_decode_file)
 
-    try:
-        from .paper.cli import register
-    except ImportError:
-        register = None
-    if register is not None:
-        register(sub)
+    from .paper.cli import register
+
+    register(sub)
     return p
 
 

@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from . import container, io
+from . import container, io, summary
 from .codecs.base import VolumeInfo, decode_bytes, encode_volume
 from .errors import VolbenchError
 from .torchenv import seed_everything
@@ -111,6 +111,8 @@ def score_cell(original, meta_path, decoded_dir, encode_dir, *, cell: dict, lpip
     rc = enc.get("rate_control") or {}
     row.update({"target_bpp": rc.get("target_bpp"), "knob": rc.get("knob"), "knob_value": rc.get("knob_value"),
                 "versions": json.dumps(enc.get("versions", {}), sort_keys=True)})
+    # how the tables and figures present the codec (Codec.describe), also on a failed cell
+    row.update({k: enc[k] for k in summary.CODEC_COLUMNS if k in enc})
     if enc.get("status") != "ok" or dec.get("status") != "ok":
         row.update({"status": "failed", "error": enc.get("error") if enc.get("status") != "ok" else dec.get("error")})
         return row
@@ -131,7 +133,8 @@ def score_cell(original, meta_path, decoded_dir, encode_dir, *, cell: dict, lpip
         "bytes": nbytes,
         "compression_ratio": meta["original_bytes"] / nbytes,
         "bpv": 8.0 * nbytes / meta["n_voxels"],
-        **{k: m[k] for k in ("psnr_2d", "ssim_2d", "psnr_3d", "ssim_3d", "lpips", "psnr_fg", "ssim_fg", "mse")},
+        **{k: m[k] for k in (*summary.METRICS, "mse")},
+        **{k: enc[k] for k in summary.FILE_STATS if k in enc},
         "foreground_fraction": m["foreground_fraction"],
         "lossless": m["exact"],
         "encode_seconds": enc.get("encode_seconds"),

@@ -3,18 +3,31 @@
 from __future__ import annotations
 
 import math
-import os
 from pathlib import Path
 
 import numpy as np
 
 from . import io
 
+#: the metrics of a cell (volbench.metrics), in summary order
+METRICS = ["psnr_2d", "ssim_2d", "psnr_3d", "ssim_3d", "lpips", "psnr_fg", "ssim_fg"]
+#: how the tables and figures present a codec (Codec.describe), copied from encode.json
+CODEC_COLUMNS = ["display_name", "family", "table_order", "trains"]
+#: figures of the encoded file the tables need (Codec.file_stats), copied from encode.json
+FILE_STATS = ["n_gaussians"]
+#: the columns of summary.csv (one row per dataset x codec x rate point), in order: the one
+#: definition that scoring (pipeline.score_cell), the summary and volbench.paper use
 COLUMNS = [
     "dataset", "codec", "codec_type", "point", "params", "target_bpp", "knob", "knob_value", "bytes",
-    "original_bytes", "compression_ratio", "bpv", "psnr_2d", "ssim_2d", "psnr_3d", "ssim_3d", "lpips",
-    "psnr_fg", "ssim_fg", "encode_seconds", "decode_seconds", "decode_mvox_s", "encode_peak_mb",
-    "decode_peak_mb", "n_voxels", "lossless", "status", "error", "versions",
+    "original_bytes", "compression_ratio", "bpv", *METRICS, "encode_seconds", "decode_seconds",
+    "decode_mvox_s", "encode_peak_mb", "decode_peak_mb", "n_voxels", "lossless", "status", "error", "versions",
+    "foreground_fraction", "mse", "rate_hit", *CODEC_COLUMNS, *FILE_STATS,
+]
+#: the numeric columns (what a reader of summary.csv parses as numbers)
+NUMERIC = [
+    "target_bpp", "bytes", "original_bytes", "compression_ratio", "bpv", *METRICS, "encode_seconds",
+    "decode_seconds", "decode_mvox_s", "encode_peak_mb", "decode_peak_mb", "n_voxels", "foreground_fraction",
+    "mse", "table_order", *FILE_STATS,
 ]
 
 _MD = ["dataset", "codec", "point", "bytes", "compression_ratio", "bpv", "psnr_2d", "ssim_2d", "psnr_3d",
@@ -57,18 +70,10 @@ def markdown(df, columns=_MD) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _atomic_text(path, text):
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
 def summarize(metric_paths, out_csv, out_md) -> None:
     df = load(metric_paths)
-    _atomic_text(out_csv, df.to_csv(index=False))
-    _atomic_text(out_md, "# volbench summary\n\nOne row per dataset x codec x rate point. "
+    io.atomic_write_text(out_csv, df.to_csv(index=False))
+    io.atomic_write_text(out_md, "# volbench summary\n\nOne row per dataset x codec x rate point. "
                  "PSNR data range: the original's max - min; inf = exact.\n\n" + markdown(df))
 
 
@@ -100,9 +105,7 @@ def plot_rd(summary_csv, dataset: str, out) -> None:
     axes[0].legend(fontsize=8)
     fig.suptitle(f"{dataset}: rate-distortion (dotted: lossless codecs' rates)")
     fig.tight_layout()
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".tmp-{os.getpid()}-{out.name}")
-    fig.savefig(tmp, dpi=110, format=out.suffix.lstrip("."))
-    plt.close(fig)
-    os.replace(tmp, out)
+    try:
+        io.atomic_write(out, lambda tmp: fig.savefig(tmp, dpi=110, format=Path(out).suffix.lstrip(".")))
+    finally:
+        plt.close(fig)

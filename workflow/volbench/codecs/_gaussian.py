@@ -43,6 +43,8 @@ class GaussianCodec(Codec):
     """Base of the trained Gaussian codecs (not registered: name is empty)."""
 
     uses_gpu = True
+    family = "gaussian"
+    trains = True
     rate_knob = "max_gaussians"
     rate_knob_integer = True
     rate_knob_log = True
@@ -86,6 +88,11 @@ class GaussianCodec(Codec):
     @classmethod
     def check_available(cls) -> None:
         common.ops_or_raise(cls.name)
+
+    @classmethod
+    def file_stats(cls, header: dict[str, Any]) -> dict[str, Any]:
+        """The final Gaussian count: how many the file holds (after any trimming to the budget)."""
+        return {"n_gaussians": int(header["n"])} if "n" in header else {}
 
     # -- set-up shared by encode --------------------------------------------------------------
     def _setup(self, volume: np.ndarray, info: VolumeInfo):

@@ -8,6 +8,10 @@ is one new file plus a config entry; a codec living outside volbench is named in
 Encoding produces a header (JSON-serialisable dict) and a payload (bytes); the framework
 wraps both in the container (volbench.container) together with the volume's shape and
 dtype. Decoding receives exactly that header and payload, nothing else.
+
+A codec also describes itself to the tables and figures (``display_name``, ``family``,
+``table_order``, ``trains``; :meth:`Codec.describe`): the encode step records that description in
+encode.json, scoring copies it into every summary row, and volbench.paper reads it from there.
 """
 
 from __future__ import annotations
@@ -68,6 +72,15 @@ class Codec:
     defaults: ClassVar[dict[str, Any]] = {}
     #: whether the codec can use a GPU (the rules then request resources gpu=1)
     uses_gpu: ClassVar[bool] = False
+    #: how the tables and figures present the codec (see describe): the method's name in the
+    #: papers' tables (default: ``name``); its family, which fixes the hue of its colour in every
+    #: figure ("video", "wavelet", "float", "lossless", "neural", "gaussian", or any other word);
+    #: its place in the tables when the config gives no order (smaller first); and whether it
+    #: trains (writes a history.csv, see volbench.history, for the training-dynamics figure)
+    display_name: ClassVar[str] = ""
+    family: ClassVar[str] = "other"
+    table_order: ClassVar[int] = 1000
+    trains: ClassVar[bool] = False
 
     def __init__(self, **params: Any) -> None:
         unknown = sorted(set(params) - set(self.defaults))
@@ -98,6 +111,19 @@ class Codec:
     @classmethod
     def check_available(cls) -> None:
         """Raise CodecUnavailable naming what to install when a system dependency is missing."""
+
+    @classmethod
+    def describe(cls) -> dict[str, Any]:
+        """The codec's presentation, as written to encode.json and every summary row."""
+        return {"display_name": cls.display_name or cls.name, "family": cls.family or "other",
+                "table_order": int(cls.table_order), "trains": bool(cls.trains)}
+
+    @classmethod
+    def file_stats(cls, header: dict[str, Any]) -> dict[str, Any]:
+        """Figures of an encoded file that the tables need besides the metrics (e.g. the final
+        Gaussian count, ``n_gaussians``), from its codec header; written to encode.json and the
+        summary row. Every key must be a column of volbench.summary.COLUMNS."""
+        return {}
 
     def params_for_target(self, target_bpp: float, volume: np.ndarray, info: VolumeInfo,
                           tolerance: float = 0.05) -> tuple[dict[str, Any], Encoded, dict[str, Any]]:
@@ -243,8 +269,16 @@ def encode_volume(kind: str, params: dict[str, Any], volume: np.ndarray, info: V
         full["module"] = module
     data = container.pack(full, enc.payload)
     record.update({"codec": cls.name, "params": params, "encode_seconds": seconds,
-                   "bytes": len(data)})
+                   "bytes": len(data), **cls.describe(), **cls.file_stats(enc.header)})
     return data, record
+
+
+def describe(kind: str, module: str | None = None) -> dict[str, Any]:
+    """The description of codec type `kind` (Codec.describe), or {} when it cannot be loaded."""
+    try:
+        return get_codec(kind, module).describe()
+    except Exception:  # noqa: BLE001 - a codec that does not load is reported by its encode job
+        return {}
 
 
 def _torch_threads(restore: int | None = None) -> int | None:

@@ -20,6 +20,8 @@ PRESETS = slice_presets(init="random")
 
 class GaussianPile(SliceGaussianCodec):
     name = "gaussianpile"
+    display_name = "GaussianPile"
+    table_order = 80
     render_mode = "focus"
     volume_model = "focus"
     init_kind = "random"

@@ -18,6 +18,8 @@ PRESETS = slice_presets(init="grid", init_threshold=0.05, init_opacity=0.5, init
 
 class GS3DSlice(SliceGaussianCodec):
     name = "gs3d_slice"
+    display_name = "3DGS (slice-adapted)"
+    table_order = 60
     render_mode = "3dgs"
     volume_model = "gaussian"
     init_kind = "grid"

@@ -227,6 +227,9 @@ def _padded(n: int, minimum: int) -> int:
 class HEVC(Codec):
     name = "hevc"
     lossless = False
+    display_name = "HEVC (x265)"
+    family = "video"
+    table_order = 10
     rate_knob = "crf"
     rate_knob_range = (0.0, 51.0)
     rate_knob_integer = False

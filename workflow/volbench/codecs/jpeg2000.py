@@ -133,6 +133,9 @@ def _threads(glymur, n: int):
 class JPEG2000(Codec):
     name = "jpeg2000"
     lossless = False
+    display_name = "JPEG2000 (slice-wise)"
+    family = "wavelet"
+    table_order = 20
     rate_knob = "ratio"
     rate_knob_range = (1.0, 1000.0)
     rate_knob_integer = False

@@ -35,13 +35,12 @@ import struct
 import sys
 import time
 from contextlib import contextmanager
-from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
 
 from ..errors import CorruptFile, VolbenchError
-from ..io import write_csv
+from ..history import write as write_history
 from ..metrics import psnr_from_mse
 from ..torchenv import import_torch, resolve_device, seed_everything
 from .base import Codec, Encoded, VolumeInfo, file_size
@@ -64,8 +63,6 @@ CPU_DECODE_BUDGET = 256 * 2**20
 GPU_DECODE_SHARE = 0.5
 
 _F32 = struct.Struct("<ff")
-#: columns of the training history (workdir/history.csv)
-HISTORY_COLUMNS = ["iteration", "loss", "psnr_db", "seconds", "phase"]
 
 
 # ----------------------------------------------------------------------------------------------
@@ -276,6 +273,10 @@ def _torch_state(threads: int, deterministic: bool):
 class SirenCodec(Codec):
     name = "siren"
     lossless = False
+    display_name = "COIN (SIREN)"
+    family = "neural"
+    table_order = 50
+    trains = True
     rate_knob = "width"
     rate_knob_range = (1.0, 1024.0)
     rate_knob_integer = True
@@ -423,8 +424,8 @@ class SirenCodec(Codec):
                 if it % p["log_every"] == 0 or it == p["iterations"]:
                     lv = float(loss.item())
                     psnr = psnr_from_mse(lv / 4.0)  # the [-1, 1] scale's MSE / 4: PSNR on [0, 1]
-                    history.append({"iteration": it, "loss": lv, "psnr_db": psnr,
-                                    "seconds": time.perf_counter() - t_start, "phase": "train_batch"})
+                    history.append({"iteration": it, "loss": lv, "psnr": psnr, "mse": lv / 4.0,
+                                    "seconds": time.perf_counter() - t_start, "stage": "train"})
                     bar.set_postfix(loss=f"{lv:.3g}", psnr=f"{psnr:.2f}dB", refresh=False)
             bar.close()
             stored = fold_w0(tensors, w0)
@@ -447,12 +448,12 @@ class SirenCodec(Codec):
             mse01 = float(np.mean(err * err)) / (rng * rng) if rng > 0 else float(np.mean(err * err))
             report["decoded_psnr_db"] = psnr_from_mse(mse01)
             report["decode_seconds"] = time.perf_counter() - t0
-            history.append({"iteration": p["iterations"], "loss": 4.0 * mse01, "psnr_db": report["decoded_psnr_db"],
-                            "seconds": time.perf_counter() - t_start, "phase": "decoded_file"})
+            history.append({"iteration": p["iterations"], "loss": 4.0 * mse01, "psnr": report["decoded_psnr_db"],
+                            "mse": mse01, "seconds": time.perf_counter() - t_start, "stage": "decoded_file"})
         self.last_report = report
         self.history = history
         if info.workdir is not None:
-            write_csv(Path(info.workdir) / "history.csv", history, HISTORY_COLUMNS)
+            write_history(info.workdir, history)
         return Encoded(header=header, payload=payload)
 
     # -- decode ----------------------------------------------------------------------------------

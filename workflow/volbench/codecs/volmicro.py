@@ -43,6 +43,8 @@ PRESETS = {
 
 class VolMicro(GaussianCodec):
     name = "volmicro"
+    display_name = "VolMicro"
+    table_order = 70
     PRESETS = PRESETS
     defaults = {"preset": "demo", **PRESETS["demo"], "progress": True}
     CHOICES = {"gate": ("mlp", "threshold", "none"), "init": ("uniform", "occupied"), "preset": tuple(PRESETS)}

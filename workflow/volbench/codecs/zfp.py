@@ -28,6 +28,9 @@ _KNOBS = {
 
 class Zfp(Codec):
     name = "zfp"
+    display_name = "ZFP"
+    family = "float"
+    table_order = 30
     defaults = {"mode": "rate", "rate": 4.0, "tolerance": 1.0, "precision": 16}
 
     def __init__(self, **params):

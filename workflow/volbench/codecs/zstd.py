@@ -12,6 +12,9 @@ from .base import Codec, Encoded, VolumeInfo
 class Zstd(Codec):
     name = "zstd"
     lossless = True
+    display_name = "Zstandard (lossless)"
+    family = "lossless"
+    table_order = 40
     defaults = {"level": 19, "threads": 0}
 
     def check_params(self):

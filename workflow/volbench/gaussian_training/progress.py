@@ -1,4 +1,4 @@
-"""Training progress: a tqdm bar on stderr (the rule's log) and a history written as CSV."""
+"""Training progress: a tqdm bar on stderr (the rule's log) and the history.csv (volbench.history)."""
 
 from __future__ import annotations
 
@@ -6,10 +6,8 @@ import sys
 import time
 from pathlib import Path
 
-from ..io import write_csv
+from .. import history
 from ..metrics import psnr_from_mse
-
-COLUMNS = ("iteration", "loss", "psnr", "mse", "n_gaussians", "seconds")
 
 
 class Progress:
@@ -28,7 +26,8 @@ class Progress:
     def log(self, iteration: int, loss: float, mse: float, n_gaussians: int, **extra) -> dict:
         psnr = psnr_from_mse(mse)
         row = {"iteration": int(iteration), "loss": float(loss), "psnr": psnr, "mse": float(mse),
-               "n_gaussians": int(n_gaussians), "seconds": time.perf_counter() - self.t0, **extra}
+               "n_gaussians": int(n_gaussians), "seconds": time.perf_counter() - self.t0, "stage": "train",
+               **extra}
         self.rows.append(row)
         self.bar.set_postfix(loss=f"{loss:.3g}", psnr=f"{psnr:.2f}", n=n_gaussians, refresh=False)
         return row
@@ -36,8 +35,7 @@ class Progress:
     def close(self) -> None:
         self.bar.close()
         if self.workdir is not None and self.rows:
-            cols = list(COLUMNS) + sorted({k for r in self.rows for k in r} - set(COLUMNS))
-            write_csv(self.workdir / "history.csv", self.rows, cols)
+            history.write(self.workdir, self.rows)
 
     def seconds(self) -> float:
         return time.perf_counter() - self.t0

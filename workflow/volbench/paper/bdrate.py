@@ -23,7 +23,9 @@ import numpy as np
 import pandas as pd
 
 from ..errors import VolbenchError
-from .tables import METHOD_NAMES, MISSING, Col, Context, Row, Table, atomic_write_text, ablation_mask, ok_rows
+from ..io import atomic_write_text
+from .formatting import MISSING, Col, Row, Table, to_html, to_latex, to_markdown
+from .selection import Context, ablation_mask, display_names, instance_label, ok_rows
 
 DEFAULT_METHOD = "pchip"
 DEFAULT_MIN_POINTS = 4
@@ -151,8 +153,10 @@ def bd_frame(df_all: pd.DataFrame, anchor: str = "hevc", metrics=METRICS, method
 
 
 def bd_table(frame: pd.DataFrame, anchor: str, method: str = DEFAULT_METHOD, min_points: int = DEFAULT_MIN_POINTS,
-             min_overlap: float = DEFAULT_MIN_OVERLAP, metrics=METRICS) -> Table:
+             min_overlap: float = DEFAULT_MIN_OVERLAP, metrics=METRICS, names: dict[str, str] | None = None) -> Table:
+    """The BD table of bd_frame's output; `names`: the codec instances' display names (display_names)."""
     label = {"psnr_2d": "2D", "psnr_3d": "3D"}
+    names = names or {}
     cols = []
     for m in metrics:
         cols.append(Col(f"rate|{m}", "BD-rate", label.get(m, m), "min", "pct"))
@@ -171,7 +175,7 @@ def bd_table(frame: pd.DataFrame, anchor: str, method: str = DEFAULT_METHOD, min
             vals[f"rate|{m}"] = r["bd_rate_pct"] if pd.notna(r["bd_rate_pct"]) else (r["rate_note"] or MISSING)
             vals[f"psnr|{m}"] = r["bd_psnr_db"] if pd.notna(r["bd_psnr_db"]) else (r["psnr_note"] or MISSING)
         ctype = g["codec_type"].iloc[0]
-        name = METHOD_NAMES.get(ctype, codec) + (f" [{codec}]" if codec != ctype else "")
+        name = instance_label(str(codec), ctype, names.get(codec, ctype))
         rows.append(Row(name, vals, ds, meta={"dataset": ds, "codec": codec}))
     notes = [f"Anchor: {anchor}. Bjøntegaard delta with the bjontegaard package, {method} interpolation, rate = "
              f"bits per voxel, quality = PSNR (2D: slice-averaged, 3D: whole volume). Negative BD-rate / positive "
@@ -196,10 +200,8 @@ def write_bdrate(df: pd.DataFrame, out_dir, anchor: str = "hevc", method: str = 
                  ctx: Context | None = None) -> list:
     from pathlib import Path
 
-    from .tables import to_html, to_latex, to_markdown
-
     frame = bd_frame(df, anchor, METRICS, method, min_points, min_overlap, ctx)
-    table = bd_table(frame, anchor, method, min_points, min_overlap)
+    table = bd_table(frame, anchor, method, min_points, min_overlap, names=display_names(df))
     ok = ok_rows(df)
     if anchor not in set(ok["codec"]):
         others = ", ".join(sorted(set(ok["codec"]) - {anchor})) or "none"

@@ -1,23 +1,19 @@
 """Command-line subcommands of the paper outputs, registered into the ``volbench`` CLI.
 
     volbench paper-tables --summary results/tables/summary.csv --config-json cfg.json \\
-        --results results --out results/tables/paper [--table seed000_table1 ...]
+        --out results/tables/paper [--table gaussianpile_table1 ...]
     volbench bdrate --summary results/tables/summary.csv --anchor hevc --out results/tables/paper
     volbench figures rd --summary ... --dataset D --out results/plots/D
     volbench figures bubble --summary ... --out results/plots/bubble
-    volbench figures training --results results --dataset D --out results/plots/D/training_dynamics
+    volbench figures training --summary ... --results results --dataset D --out results/plots/D/training_dynamics
     volbench figures qualitative --summary ... --results results --dataset D \\
         --out results/plots/D/qualitative --out-errors results/plots/D/error_maps
     volbench paper-environment --env-json results/tables/environment.json --out results/tables/paper/environment
-
-Also runnable alone: ``python -m volbench.paper.cli <subcommand> ...``.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -48,10 +44,9 @@ def _config(arg: str | None) -> dict[str, Any]:
 
 
 def _ctx(args):
-    from .tables import Context
+    from .selection import Context
 
-    return Context.from_config(_config(getattr(args, "config_json", None)), getattr(args, "results", None),
-                               getattr(args, "matched_bpp", None))
+    return Context.from_config(_config(getattr(args, "config_json", None)), getattr(args, "matched_bpp", None))
 
 
 def _base(path: str) -> Path:
@@ -60,7 +55,9 @@ def _base(path: str) -> Path:
 
 
 def cmd_tables(args) -> None:
-    from .tables import GENERATORS, build, load_summary, write_table
+    from .formatting import write_table
+    from .selection import load_summary
+    from .tables import GENERATORS, build
 
     df = load_summary(args.summary)
     ctx = _ctx(args)
@@ -73,7 +70,7 @@ def cmd_tables(args) -> None:
 
 def cmd_bdrate(args) -> None:
     from .bdrate import write_bdrate
-    from .tables import load_summary
+    from .selection import load_summary
 
     df = load_summary(args.summary)
     ctx = _ctx(args)
@@ -84,7 +81,7 @@ def cmd_bdrate(args) -> None:
 
 def cmd_figures(args) -> None:
     from . import figures
-    from .tables import load_summary
+    from .selection import load_summary
 
     ctx = _ctx(args)
     kind = args.kind
@@ -101,8 +98,8 @@ def cmd_figures(args) -> None:
     elif kind == "bubble":
         paths = figures.bubble_chart(load_summary(args.summary), _base(args.out), ctx)
     elif kind == "training":
-        types = {k: (v or {}).get("codec", k) for k, v in (ctx.config.get("codecs") or {}).items()}
-        paths = figures.training_dynamics(args.results, args.dataset, _base(args.out), types=types)
+        df = load_summary(args.summary) if args.summary else None  # the codecs' names and looks
+        paths = figures.training_dynamics(args.results, args.dataset, _base(args.out), df)
     elif kind == "qualitative":
         if not args.out_errors:
             raise VolbenchError("figures qualitative: give --out-errors (base path of the error maps)")
@@ -115,7 +112,7 @@ def cmd_figures(args) -> None:
 
 
 def cmd_environment(args) -> None:
-    from .tables import atomic_write_text
+    from ..io import atomic_write_text
     from .environment import render
 
     src = Path(args.env_json)
@@ -143,11 +140,11 @@ def register(subparsers) -> None:
         if results:
             s.add_argument("--results", default=None, help="the results folder (default: none)")
 
-    s = subparsers.add_parser("paper-tables", help="the seeds' tables (CSV, Markdown, LaTeX, HTML)")
+    s = subparsers.add_parser("paper-tables", help="the papers' tables (CSV, Markdown, LaTeX, HTML)")
     s.add_argument("--summary", required=True)
     s.add_argument("--out", required=True, help="output folder (results/tables/paper)")
     s.add_argument("--table", action="append", choices=sorted(GENERATORS), help="one table (repeatable); default all")
-    common(s, results=True)
+    common(s)
     s.set_defaults(func=cmd_tables)
 
     s = subparsers.add_parser("bdrate", help="BD-rate / BD-PSNR of every codec against the anchor, per dataset")
@@ -180,18 +177,3 @@ def register(subparsers) -> None:
     s.add_argument("--out", required=True, help="output path without extension")
     s.set_defaults(func=cmd_environment)
 
-
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="volbench-paper", description=__doc__.split("\n")[0])
-    register(p.add_subparsers(dest="cmd", required=True))
-    args = p.parse_args(argv)
-    try:
-        args.func(args)
-    except VolbenchError as exc:
-        print(f"volbench: error: {exc}", file=sys.stderr)
-        return 1
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

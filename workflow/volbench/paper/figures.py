@@ -2,15 +2,17 @@
 
 * :func:`rd_curves`: rate-distortion, one figure per dataset and metric (psnr_2d, psnr_3d, ssim_3d,
   lpips against bits per voxel, log scale), a line per codec instance;
-* :func:`bubble_chart`: seed 000 Fig. 1a, PSNR against decode speed, circle area = training
-  (encode) minutes, one circle per codec instance and rate point, averaged over datasets;
-* :func:`training_dynamics`: seed 002 Fig. 1, loss / PSNR / MSE / Gaussian count against
-  iteration, from the history.csv files the training codecs write;
+* :func:`bubble_chart`: the GaussianPile paper's Fig. 1a, PSNR against decode speed, circle area =
+  training (encode) minutes, one circle per codec instance and rate point, averaged over datasets;
+* :func:`training_dynamics`: the VolMicro results' Fig. 1, loss / PSNR / MSE / Gaussian count
+  against iteration, from the history.csv files the training codecs write (volbench.history);
 * :func:`qualitative`: the same slice for every codec at its rate point nearest a matched bpv,
   with the slice PSNR written on it, a maximum-intensity projection row, and the absolute-error
   maps of that slice on one colour scale.
 
-Every output is written atomically (a temporary file renamed into place).
+Each codec instance has one look in every figure (volbench.paper.style: the hue from its codec's
+family, marker and line style per instance). Every output is written atomically (a temporary file
+renamed into place).
 """
 
 from __future__ import annotations
@@ -18,7 +20,6 @@ from __future__ import annotations
 import math
 import os
 from pathlib import Path
-from typing import Any
 
 import matplotlib
 import matplotlib.ticker
@@ -28,18 +29,17 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
+from .. import history  # noqa: E402
 from ..errors import VolbenchError  # noqa: E402
-from .tables import METHOD_NAMES, TYPE_ORDER, Context, ablation_mask, fmt_duration, ok_rows  # noqa: E402
+from ..io import atomic_write  # noqa: E402
+from ..metrics import psnr_from_mse  # noqa: E402
+from .formatting import fmt_duration  # noqa: E402
+from .selection import Context, ablation_mask, ok_rows  # noqa: E402
+from .style import SHADES, shade, styles  # noqa: E402
 
 RD_METRICS = {"psnr_2d": "2D PSNR (dB)", "psnr_3d": "3D PSNR (dB)", "ssim_3d": "3D SSIM", "lpips": "LPIPS"}
 #: further summary columns rd_curves can plot (config paper.rd_metrics)
 METRIC_LABELS = {**RD_METRICS, "ssim_2d": "2D SSIM", "psnr_fg": "foreground PSNR (dB)", "ssim_fg": "foreground SSIM"}
-TRAINING_TYPES = ("siren", "volmicro", "gaussianpile", "gs3d_slice")
-#: history.csv column names accepted for each panel (the contract's name first)
-HISTORY_ALIASES = {"loss": ("loss",), "psnr": ("psnr", "psnr_db"), "mse": ("mse",),
-                   "n_gaussians": ("n_gaussians", "gaussians")}
-_COLORS = {t: plt.get_cmap("tab10")(i) for i, t in enumerate(TYPE_ORDER)}
-_MARKERS = {t: m for t, m in zip(TYPE_ORDER, "osD^v<>P")}
 #: figure fonts stay small and fixed so the outputs do not depend on the user's matplotlibrc
 _RC = {"font.size": 8, "axes.titlesize": 9, "axes.labelsize": 8, "legend.fontsize": 7, "figure.dpi": 100,
        "savefig.dpi": 150, "pdf.fonttype": 42, "svg.hashsalt": "volbench"}
@@ -48,33 +48,16 @@ _RC = {"font.size": 8, "axes.titlesize": 9, "axes.labelsize": 8, "legend.fontsiz
 def save_figure(fig, base: str | os.PathLike, formats=("png", "pdf")) -> list[Path]:
     """Save fig as base.png and base.pdf (each atomically) and close it."""
     base = Path(base)
-    base.parent.mkdir(parents=True, exist_ok=True)
     out = []
     try:
         for fmt in formats:
-            p = base.with_name(base.name + f".{fmt}")
-            tmp = p.with_name(f".{p.name}.tmp-{os.getpid()}")
-            try:
-                meta = {"CreationDate": None} if fmt == "pdf" else {"Software": None}
-                fig.savefig(tmp, format=fmt, bbox_inches="tight", metadata=meta)
-                os.replace(tmp, p)
-            finally:
-                if tmp.exists():
-                    tmp.unlink()
-            out.append(p)
+            meta = {"CreationDate": None} if fmt == "pdf" else {"Software": None}
+            out.append(atomic_write(base.with_name(base.name + f".{fmt}"),
+                                    lambda tmp, fmt=fmt, meta=meta: fig.savefig(tmp, format=fmt, bbox_inches="tight",
+                                                                                metadata=meta)))
     finally:
         plt.close(fig)
     return out
-
-
-def _style(ctype: str, i: int) -> dict[str, Any]:
-    color = _COLORS.get(ctype, plt.get_cmap("tab10")((i + 8) % 10))
-    return {"color": color, "marker": _MARKERS.get(ctype, "x")}
-
-
-def _label(codec: str, ctype: str) -> str:
-    name = METHOD_NAMES.get(ctype, codec)
-    return name if codec == ctype else f"{name} [{codec}]"
 
 
 def _no_data(ax, text: str) -> None:
@@ -88,6 +71,7 @@ def rd_curves(df_all: pd.DataFrame, dataset: str, out_dir: str | os.PathLike, ct
               metrics=tuple(RD_METRICS)) -> list[Path]:
     """One figure per metric: out_dir/rd_<metric>.png/.pdf."""
     ctx = ctx or Context()
+    look = styles(df_all)
     df = ok_rows(df_all)
     df = df[(df["dataset"] == dataset) & ~ablation_mask(df)]
     paths = []
@@ -96,26 +80,20 @@ def rd_curves(df_all: pd.DataFrame, dataset: str, out_dir: str | os.PathLike, ct
             fig, ax = plt.subplots(figsize=(4.2, 3.2))
             n = 0
             lossless = []
-            seen_types: dict[str, int] = {}
-            for i, codec in enumerate(ctx.codec_order(df)):
+            for codec in ctx.codec_order(df):
                 sub = df[df["codec"] == codec]
-                ctype = sub["codec_type"].iloc[0]
-                k = seen_types.get(ctype, 0)  # 2nd, 3rd ... instance of a codec type: dashed, open markers
-                seen_types[ctype] = k + 1
                 pts = sub[["bpv", m]].astype(float)
                 pts = pts[np.isfinite(pts["bpv"]) & (pts["bpv"] > 0)].sort_values("bpv")
                 fin = pts[np.isfinite(pts[m])]
                 if fin.empty:
                     if not pts.empty and np.isinf(pts[m]).any():
-                        lossless.append((codec, ctype, float(pts["bpv"].min())))
+                        lossless.append((look[codec], float(pts["bpv"].min())))
                     continue
-                st = _style(ctype, i)
-                extra = {} if k == 0 else {"markerfacecolor": "none"}
-                ax.plot(fin["bpv"], fin[m], linestyle=("-", "--", "-.", ":")[k % 4], markersize=4,
-                        label=_label(codec, ctype), **st, **extra)
+                ax.plot(fin["bpv"], fin[m], markersize=4, label=look[codec].label, **look[codec].line())
                 n += 1
-            for codec, ctype, bpv in lossless:
-                ax.axvline(bpv, linestyle=":", color=_style(ctype, 0)["color"], label=_label(codec, ctype) + ("" if "lossless" in _label(codec, ctype) else " (lossless)"))
+            for st, bpv in lossless:
+                ax.axvline(bpv, linestyle=":", color=st.color,
+                           label=st.label + ("" if "lossless" in st.label else " (lossless)"))
                 n += 1
             for b in ctx.matched_bpp:
                 ax.axvline(b, color="0.7", linewidth=0.6, linestyle="--")
@@ -135,8 +113,9 @@ def rd_curves(df_all: pd.DataFrame, dataset: str, out_dir: str | os.PathLike, ct
 # ----------------------------------------------------------------------------------------------
 def bubble_chart(df_all: pd.DataFrame, out_base: str | os.PathLike, ctx: Context | None = None,
                  psnr: str = "psnr_2d") -> list[Path]:
-    """Seed 000 Fig. 1a: mean PSNR against decode speed; circle area = mean training minutes."""
+    """The GaussianPile paper's Fig. 1a: mean PSNR against decode speed; circle area = mean training minutes."""
     ctx = ctx or Context()
+    look = styles(df_all)
     df = ok_rows(df_all)
     df = df[~ablation_mask(df)]
     recs = []
@@ -149,10 +128,10 @@ def bubble_chart(df_all: pd.DataFrame, out_base: str | os.PathLike, ctx: Context
             speed = g["decode_mvox_s"].astype(float)
             speed = speed[np.isfinite(speed) & (speed > 0)]
             if q.empty and np.isinf(g[psnr].astype(float)).any():
-                lossless.setdefault(_label(codec, g["codec_type"].iloc[0]), None)
+                lossless.setdefault(look[codec].label, None)
             if q.empty or speed.empty:
                 continue
-            recs.append({"codec": codec, "ctype": g["codec_type"].iloc[0], "point": point, "psnr": q.mean(),
+            recs.append({"codec": codec, "point": point, "psnr": q.mean(),
                          "speed": float(np.exp(np.log(speed).mean())),  # geometric mean across datasets
                          "minutes": float(np.nanmean(g["encode_seconds"].astype(float))) / 60.0,
                          "n": g["dataset"].nunique()})
@@ -167,11 +146,10 @@ def bubble_chart(df_all: pd.DataFrame, out_base: str | os.PathLike, ctx: Context
             sizes = 30 + 1200 * (mins / top)  # area proportional to minutes (plus a visible floor)
             seen = set()
             for i, row in r.iterrows():
-                st = _style(row["ctype"], i)
-                lab = _label(row["codec"], row["ctype"])
-                ax.scatter(row["speed"], row["psnr"], s=sizes[i], color=st["color"], alpha=0.45, edgecolors="k",
-                           linewidths=0.5, label=None if lab in seen else lab)
-                seen.add(lab)
+                st = look[row["codec"]]
+                ax.scatter(row["speed"], row["psnr"], s=sizes[i], color=st.color, alpha=0.45, edgecolors="k",
+                           linewidths=0.5, label=None if st.label in seen else st.label)
+                seen.add(st.label)
                 several = int((r["codec"] == row["codec"]).sum()) > 1
                 text = (f"{row['point']}\n" if several else "") + fmt_duration(row["minutes"] * 60)
                 ax.annotate(text, (row["speed"], row["psnr"]), fontsize=5.5, ha="center", va="center")
@@ -202,49 +180,47 @@ def find_histories(results: str | os.PathLike, dataset: str,
     out = []
     if cells is not None:
         for codec, point in cells:
-            p = root / codec / point / "history.csv"
+            p = root / codec / point / history.FILE
             if p.exists():
                 out.append((codec, point, p))
         return out
-    for p in sorted(root.glob("*/*/history.csv")):
+    for p in sorted(root.glob(f"*/*/{history.FILE}")):
         out.append((p.parent.parent.name, p.parent.name, p))
     return out
 
 
 def training_dynamics(results: str | os.PathLike, dataset: str, out_base: str | os.PathLike,
-                      cells: list[tuple[str, str]] | None = None, types: dict[str, str] | None = None) -> list[Path]:
-    """Seed 002 Fig. 1: (a) loss, (b) PSNR (best dashed), (c) MSE, (d) Gaussian count (final dashed)."""
+                      df_all: pd.DataFrame | None = None, cells: list[tuple[str, str]] | None = None) -> list[Path]:
+    """The VolMicro results' Fig. 1: (a) loss, (b) PSNR (best dashed), (c) MSE, (d) Gaussian count
+    (final dashed). The summary `df_all` gives each codec instance its name and look; the rate
+    points of one instance differ in lightness."""
     hist = find_histories(results, dataset, cells)
-    types = types or {}
+    look = styles(df_all, extra=[c for c, _, _ in hist])
+    n_points: dict[str, int] = {}
     panels = [("loss", "(a) total objective", True), ("psnr", "(b) PSNR (dB)", False),
               ("mse", "(c) MSE", True), ("n_gaussians", "(d) number of Gaussians", False)]
     with plt.rc_context(_RC):
         fig, axes = plt.subplots(2, 2, figsize=(7.5, 5.2))
         axes = axes.ravel()
         used = [False] * 4
-        for i, (codec, point, path) in enumerate(hist):
-            try:
-                h = pd.read_csv(path)
-            except Exception as exc:
-                raise VolbenchError(f"{path}: not a readable history.csv ({exc}); re-run that encode job") from None
-            if "iteration" not in h.columns:
-                raise VolbenchError(f"{path}: history.csv has no 'iteration' column; re-run that encode job")
-            ctype = types.get(codec, codec)
-            st = {"color": plt.get_cmap("tab10")(i % 10)}  # one colour per history (codec x point)
-            lab = _label(codec, ctype) + f" ({point})"
+        for codec, point, path in hist:
+            h = history.read(path)
+            j = n_points[codec] = n_points.get(codec, -1) + 1  # the instance's j-th rate point
+            st = look[codec]
+            color = shade(st.color, SHADES[j % len(SHADES)])
+            lab = f"{st.label} ({point})"
             for k, (col, title, logy) in enumerate(panels):
-                src = next((a for a in HISTORY_ALIASES.get(col, (col,)) if a in h.columns and h[a].notna().any()),
-                           None)
-                if src is None:
+                if not h[col].notna().any():
                     continue
-                y = pd.to_numeric(h[src], errors="coerce").astype(float)
+                y = pd.to_numeric(h[col], errors="coerce").astype(float)
                 ax = axes[k]
-                ax.plot(h["iteration"], y, color=st["color"], linewidth=0.9, label=lab)
+                ax.plot(h["iteration"], y, color=color, linestyle=st.linestyle, marker=st.marker, markersize=3,
+                        markevery=max(1, len(y) // 6), linewidth=0.9, label=lab)
                 if col == "psnr":
                     ax.axhline(float(np.nanmax(y[np.isfinite(y)])) if np.isfinite(y).any() else np.nan,
-                               color=st["color"], linestyle="--", linewidth=0.6)
+                               color=color, linestyle="--", linewidth=0.6)
                 if col == "n_gaussians":
-                    ax.axhline(float(y.dropna().iloc[-1]), color=st["color"], linestyle="--", linewidth=0.6)
+                    ax.axhline(float(y.dropna().iloc[-1]), color=color, linestyle="--", linewidth=0.6)
                 if logy and (y[np.isfinite(y)] > 0).all():
                     ax.set_yscale("log")
                 used[k] = True
@@ -254,7 +230,7 @@ def training_dynamics(results: str | os.PathLike, dataset: str, out_base: str | 
                 axes[k].set_xlabel("iteration")
                 axes[k].grid(True, linewidth=0.3, alpha=0.5)
             else:
-                _no_data(axes[k], f"no '{col}' column in any\nhistory.csv of {dataset}")
+                _no_data(axes[k], f"no '{col}' values in any\nhistory.csv of {dataset}")
         if any(used):
             handles, labels = axes[used.index(True)].get_legend_handles_labels()
             fig.legend(handles, labels, loc="lower center", ncol=min(3, max(1, len(labels))), frameon=False)
@@ -299,10 +275,7 @@ def pick_slice(vol: np.ndarray) -> int:
 
 
 def _slice_psnr(a: np.ndarray, b: np.ndarray, rng_: float) -> float:
-    mse = float(np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2))
-    if rng_ <= 0:
-        return float("nan")
-    return float("inf") if mse == 0 else 10 * math.log10(rng_ * rng_ / mse)
+    return psnr_from_mse(float(np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2)), rng_)
 
 
 def qualitative(df_all: pd.DataFrame, results: str | os.PathLike, dataset: str, out_panels: str | os.PathLike,
@@ -310,6 +283,7 @@ def qualitative(df_all: pd.DataFrame, results: str | os.PathLike, dataset: str, 
                 z: int | None = None) -> list[Path]:
     """Slice + MIP panels and absolute-error maps of every codec at its point nearest `bpv`."""
     ctx = ctx or Context()
+    look = styles(df_all)
     bpv = float(bpv if bpv is not None else ctx.matched_bpp[0])
     results = Path(results)
     orig = _read_tif(results / "data" / dataset / "volume.tif")
@@ -334,7 +308,7 @@ def qualitative(df_all: pd.DataFrame, results: str | os.PathLike, dataset: str, 
         if rec.shape != orig.shape:
             raise VolbenchError(f"{path}: shape {rec.shape} differs from the original {orig.shape}; re-run decode")
         s = rec[z].astype(np.float32)
-        panels.append((_label(r["codec"], r["codec_type"]), r, s, rec.max(axis=0).astype(np.float32),
+        panels.append((look[r["codec"]].label, r, s, rec.max(axis=0).astype(np.float32),
                        _slice_psnr(orig[z], rec[z], rng_)))
         del rec
     n = len(panels)
