@@ -128,6 +128,29 @@ def test_voxelize_cutoff_is_exact_and_float32_close():
     torch.testing.assert_close(o32.double(), o64, rtol=1e-4, atol=1e-5 * o64.abs().max().item())
 
 
+def test_voxelize_float32_far_from_origin():
+    """Absolute coordinates ~1e4 (spacing 0.9..1.2): the float32 twin takes mean - origin once, in
+    float64, so it stays as close to float64 as near 0 (float32 positions o + i*sp were ~1e-3
+    off: forward errors of 1e-3 to 1e-2, means gradient ~1e-3 relative)."""
+    origin = (1.0e4, -2.0e4 + 0.3, 1.0e4 + 0.7)
+    m, l, q, a = random_gaussians(40, [0, 0, 0], [14, 12, 16], seed=7)
+    # means representable in float32, so that only the arithmetic differs
+    m = (m + torch.tensor(origin, dtype=torch.float64)).float().double()
+    shape, spacing = (14, 12, 16), (1.2, 1.0, 0.9)
+    outs, grads = [], []
+    for dt in (torch.float64, torch.float32):
+        ps = [t.detach().to(dt).clone().requires_grad_() for t in (m, l, q, a)]
+        out = voxelize(*ps, shape, spacing, origin)
+        (out * torch.linspace(0, 1, out.numel(), dtype=dt).reshape(out.shape)).sum().backward()
+        outs.append(out.detach().double())
+        grads.append([p.grad.double() for p in ps])
+    assert outs[0].abs().max() > 0.5
+    err = (outs[1] - outs[0]).abs()
+    assert err.max() <= 1e-5 * outs[0].abs().max()
+    for g32, g64 in zip(grads[1], grads[0]):
+        assert (g32 - g64).norm() <= 1e-4 * g64.norm()
+
+
 def test_voxelize_roi_slabs_and_chunks_agree():
     shape = (20, 11, 13)
     means, ls, q, a = random_gaussians(25, [0, 0, 0], [20, 11, 13], seed=7)

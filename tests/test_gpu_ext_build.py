@@ -1,4 +1,5 @@
-"""Compile-and-link check of the CUDA extension (gpu_ext/) through scripts/build_gpu_ext.sh.
+"""Compile-and-link check of the CUDA extension (gpu_ext/) through scripts/build_gpu_ext.sh, and
+ptxas's resource report of every kernel (no register spills, no local memory).
 
 Needs nvcc and the CUDA build of torch, not a GPU.  The full build takes minutes on 2 cores
 (marked slow; CI runs it); the failure check is quick: every source broken on its first line.
@@ -7,6 +8,7 @@ Needs nvcc and the CUDA build of torch, not a GPU.  The full build takes minutes
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -14,6 +16,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from concurrent.futures import ThreadPoolExecutor
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "scripts" / "build_gpu_ext.sh"
@@ -84,3 +87,63 @@ def test_extension_compiles_links_and_imports():
     if "nvcc" in log:  # not an up-to-date no-op build
         for arch in ("sm_80", "sm_90"):
             assert f"code={arch}" in log, arch
+
+
+# ----------------------------------------------------------------------------- ptxas report
+
+KERNELS = {  # source -> its kernels (names in the mangled entry points)
+    "tiles.cu": ("count_kernel", "emit_kernel", "ranges_kernel"),
+    "voxelize_fwd.cu": ("voxel_boxes_kernel", "voxel_fwd_kernel"),
+    "voxelize_bwd.cu": ("voxel_bwd_kernel",),
+    "raster_fwd.cu": ("raster_boxes_kernel", "raster_fwd_kernel"),
+    "raster_bwd.cu": ("raster_bwd_kernel",),
+}
+ARCHS = ("sm_80", "sm_90")
+ENTRY = re.compile(r"Compiling entry function '([^']+)' for '(sm_\d+)'")
+FRAME = re.compile(r"(\d+) bytes stack frame, (\d+) bytes spill stores, (\d+) bytes spill loads")
+USED = re.compile(r"Used (\d+) registers(?:.*?(\d+) bytes smem)?")
+
+
+def ptxas_report(src: Path, out_dir: Path) -> tuple[dict, list[str]]:
+    """nvcc -Xptxas -v,-warn-spills,-warn-lmem-usage for sm_80 and sm_90 with the extension's
+    flags (setup.py); returns {(entry, arch): {stack, spill_st, spill_ld, regs, smem}} and the
+    ptxas warnings."""
+    cmd = [str(_nvcc()), "-c", "-std=c++17", "-O3", "--use_fast_math",
+           *[f"-gencode=arch=compute_{a[3:]},code={a}" for a in ARCHS],
+           "-Xptxas", "-v,-warn-spills,-warn-lmem-usage", "-I", str(src.parent), str(src),
+           "-o", str(out_dir / (src.stem + ".o"))]
+    res = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
+    assert res.returncode == 0, res.stderr[-3000:]
+    entries, cur, warnings = {}, None, []
+    for line in (res.stdout + res.stderr).splitlines():
+        if "warning" in line.lower():
+            warnings.append(line.strip())
+        if m := ENTRY.search(line):
+            cur = entries.setdefault((m.group(1), m.group(2)), {})
+        elif (m := FRAME.search(line)) and cur is not None:
+            cur.update(stack=int(m.group(1)), spill_st=int(m.group(2)), spill_ld=int(m.group(3)))
+        elif (m := USED.search(line)) and cur is not None:
+            cur.update(regs=int(m.group(1)), smem=int(m.group(2) or 0))
+    return entries, warnings
+
+
+@pytest.mark.skipif(_nvcc() is None, reason="needs nvcc (CUDA toolkit)")
+def test_kernels_use_no_local_memory(tmp_path):
+    """Every kernel (ours and CUB's) for sm_80 and sm_90: no register spills, no stack frame
+    (local memory), no ptxas warning; our kernels' static shared memory within 48 KiB."""
+    csrc = ROOT / "gpu_ext" / "csrc"
+    with ThreadPoolExecutor(max_workers=2) as ex:
+        reports = dict(zip(KERNELS, ex.map(lambda f: ptxas_report(csrc / f, tmp_path), KERNELS)))
+    problems = []
+    for src, (entries, warnings) in reports.items():
+        problems += [f"{src}: {w}" for w in warnings]
+        for kernel in KERNELS[src]:
+            for arch in ARCHS:
+                if not any(kernel in e and a == arch for e, a in entries):
+                    problems.append(f"{src}: no ptxas report of {kernel} for {arch}")
+        for (entry, arch), r in entries.items():
+            if r.get("stack", 1) or r.get("spill_st", 1) or r.get("spill_ld", 1):
+                problems.append(f"{src}: {entry} ({arch}) uses local memory: {r}")
+            if "vbgs" in entry and r.get("smem", 0) > 48 * 1024:
+                problems.append(f"{src}: {entry} ({arch}) has {r['smem']} bytes of shared memory")
+    assert not problems, "\n".join(problems)

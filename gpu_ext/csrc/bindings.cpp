@@ -51,17 +51,7 @@ vbgs::VoxGeom vox_geom(const std::vector<double>& origin, const std::vector<doub
                        const std::vector<int64_t>& shape, double cutoff) {
   TORCH_CHECK(origin.size() == 3 && spacing.size() == 3 && shape.size() == 3,
               "volbench_gpu_ext: origin, spacing and shape need 3 entries");
-  vbgs::VoxGeom g;
-  for (int a = 0; a < 3; ++a) {
-    TORCH_CHECK(spacing[a] > 0, "volbench_gpu_ext: spacing must be > 0");
-    TORCH_CHECK(shape[a] >= 0 && shape[a] < (1LL << 30), "volbench_gpu_ext: bad shape");
-    g.o[a] = static_cast<float>(origin[a]);
-    g.sp[a] = static_cast<float>(spacing[a]);
-    g.shape[a] = static_cast<int>(shape[a]);
-    g.tiles[a] = static_cast<int>((shape[a] + vbgs::kVoxTile - 1) / vbgs::kVoxTile);
-  }
-  g.c2 = static_cast<float>(cutoff * cutoff);
-  return g;
+  return vbgs::make_vox_geom(origin.data(), spacing.data(), shape.data(), cutoff);
 }
 
 std::vector<torch::Tensor> voxelize_forward(torch::Tensor means, torch::Tensor A,
@@ -136,21 +126,8 @@ std::vector<torch::Tensor> voxelize_backward(torch::Tensor grad_out, torch::Tens
 
 vbgs::PixGeom pix_geom(int64_t B, int64_t N, int64_t H, int64_t W, const std::vector<double>& ps,
                        double cutoff) {
-  TORCH_CHECK(ps.size() == 2 && ps[0] > 0 && ps[1] > 0, "volbench_gpu_ext: pixel_size must be 2 positive numbers");
-  TORCH_CHECK(B >= 0 && N >= 0 && H >= 0 && W >= 0 && H < (1LL << 30) && W < (1LL << 30),
-              "volbench_gpu_ext: bad image geometry");
-  TORCH_CHECK(B * N < (1LL << 31), "volbench_gpu_ext: too many (camera, Gaussian) pairs");
-  vbgs::PixGeom g;
-  g.B = static_cast<int>(B);
-  g.N = static_cast<int>(N);
-  g.H = static_cast<int>(H);
-  g.W = static_cast<int>(W);
-  g.tiles[0] = static_cast<int>((H + vbgs::kPixTile - 1) / vbgs::kPixTile);
-  g.tiles[1] = static_cast<int>((W + vbgs::kPixTile - 1) / vbgs::kPixTile);
-  g.ps[0] = static_cast<float>(ps[0]);
-  g.ps[1] = static_cast<float>(ps[1]);
-  g.c2 = static_cast<float>(cutoff * cutoff);
-  return g;
+  TORCH_CHECK(ps.size() == 2, "volbench_gpu_ext: pixel_size must be 2 positive numbers");
+  return vbgs::make_pix_geom(B, N, H, W, ps.data(), cutoff);
 }
 
 std::vector<torch::Tensor> raster_forward(torch::Tensor mean2d, torch::Tensor conic,

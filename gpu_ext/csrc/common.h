@@ -25,6 +25,14 @@ inline void check_cuda(cudaError_t err, const char* what, const char* file, int 
 #define VB_CUDA_CHECK(expr) ::vbgs::check_cuda((expr), #expr, __FILE__, __LINE__)
 #define VB_LAUNCH_CHECK() ::vbgs::check_cuda(cudaGetLastError(), "kernel launch", __FILE__, __LINE__)
 
+// Every kernel launch goes through VB_LAUNCH, so that the CPU execution harness
+// (tests/gpu_ext_harness, which compiles these files as C++ with its own cuda_runtime.h that
+// defines VB_LAUNCH first) runs the same sources.
+#ifndef VB_LAUNCH
+#define VB_LAUNCH(kernel, grid, block, smem, stream, ...) \
+  kernel<<<(grid), (block), (smem), (stream)>>>(__VA_ARGS__)
+#endif
+
 // Allocation callback (implemented with torch tensors in bindings.cpp).  slot 0: scratch freed
 // by the caller after the call; slot 1: the sorted Gaussian ids (int32, kept); slot 2: the
 // per-tile ranges (int64 pairs [start, end), kept).
@@ -42,12 +50,30 @@ int64_t build_tile_lists(const int* boxes, const int64_t* key_base, int n_items,
 
 // ------------------------------------------------------------------ voxelizer
 struct VoxGeom {
-  float o[3];    // world position of voxel (0,0,0) of the ROI
+  double o[3];   // world position of voxel (0,0,0) of the ROI (double: it can be far from 0;
+                 // the kernels take mean - o once per Gaussian and work relative to it)
   float sp[3];   // spacing
   int shape[3];  // ROI shape (z, y, x)
   int tiles[3];  // tile grid = ceil(shape / 8)
   float c2;      // cutoff^2
 };
+
+// The checked geometry of a voxelizer call (bindings.cpp; the CPU harness's driver)
+inline VoxGeom make_vox_geom(const double* origin, const double* spacing, const int64_t* shape,
+                             double cutoff) {
+  VoxGeom g;
+  for (int a = 0; a < 3; ++a) {
+    if (!(spacing[a] > 0)) throw std::runtime_error("volbench_gpu_ext: spacing must be > 0");
+    if (shape[a] < 0 || shape[a] >= (1LL << 30))
+      throw std::runtime_error("volbench_gpu_ext: bad shape");
+    g.o[a] = origin[a];
+    g.sp[a] = static_cast<float>(spacing[a]);
+    g.shape[a] = static_cast<int>(shape[a]);
+    g.tiles[a] = static_cast<int>((shape[a] + kVoxTile - 1) / kVoxTile);
+  }
+  g.c2 = static_cast<float>(cutoff * cutoff);
+  return g;
+}
 
 // boxes (n x 6 ints) of the tiles each Gaussian's bounding box touches
 void voxel_tile_boxes(const float* means, const float* half_ext, int n, const VoxGeom& g,
@@ -70,6 +96,28 @@ struct PixGeom {
   float c2;      // cutoff^2
 };
 
+// The checked geometry of a rasterizer call (bindings.cpp; the CPU harness's driver)
+inline PixGeom make_pix_geom(int64_t B, int64_t N, int64_t H, int64_t W, const double* ps,
+                             double cutoff) {
+  if (!(ps[0] > 0 && ps[1] > 0))
+    throw std::runtime_error("volbench_gpu_ext: pixel_size must be 2 positive numbers");
+  if (B < 0 || N < 0 || H < 0 || W < 0 || H >= (1LL << 30) || W >= (1LL << 30))
+    throw std::runtime_error("volbench_gpu_ext: bad image geometry");
+  if (B * N >= (1LL << 31))
+    throw std::runtime_error("volbench_gpu_ext: too many (camera, Gaussian) pairs");
+  PixGeom g;
+  g.B = static_cast<int>(B);
+  g.N = static_cast<int>(N);
+  g.H = static_cast<int>(H);
+  g.W = static_cast<int>(W);
+  g.tiles[0] = static_cast<int>((H + kPixTile - 1) / kPixTile);
+  g.tiles[1] = static_cast<int>((W + kPixTile - 1) / kPixTile);
+  g.ps[0] = static_cast<float>(ps[0]);
+  g.ps[1] = static_cast<float>(ps[1]);
+  g.c2 = static_cast<float>(cutoff * cutoff);
+  return g;
+}
+
 void raster_tile_boxes(const float* mean2d, const float* radii, const PixGeom& g, int* boxes,
                        int64_t* key_base, cudaStream_t stream);
 
@@ -82,7 +130,7 @@ void raster_backward(const float* grad_out, const float* mean2d, const float* co
                      const PixGeom& g, float* g_mean2d, float* g_conic, float* g_weight,
                      cudaStream_t stream);
 
-#ifdef __CUDACC__
+#if defined(__CUDACC__) || defined(VBGS_EMULATION)
 // warp sum (all 32 lanes must call)
 __device__ __forceinline__ float warp_sum(float v) {
 #pragma unroll

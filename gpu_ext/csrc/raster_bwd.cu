@@ -1,6 +1,7 @@
 // Slice rasterizer backward: gradients to the 2D footprint (mean2d 2, conic 3, weight 1) of every
 // (camera, Gaussian) item; warp-reduced, then atomicAdd.  torch autograd carries them on to
-// means, log-scales, quaternions and opacities through the prelude (focus model / 3DGS).
+// means, log-scales, quaternions and opacities through the prelude (focus model / 3DGS).  Index
+// products are 64-bit.
 #include "common.h"
 
 namespace vbgs {
@@ -35,8 +36,8 @@ __global__ void __launch_bounds__(kPixThreads)
     __syncthreads();
     const int64_t j = batch + t;
     if (j < end) {
-      const int gi = ids[j];
-      s_id[t] = gi;
+      const int64_t gi = ids[j];
+      s_id[t] = static_cast<int>(gi);
       s_m[2 * t] = mean2d[2 * gi];
       s_m[2 * t + 1] = mean2d[2 * gi + 1];
       s_c[3 * t] = conic[3 * gi];
@@ -68,7 +69,7 @@ __global__ void __launch_bounds__(kPixThreads)
 #pragma unroll
       for (int v = 0; v < 6; ++v) vals[v] = warp_sum(vals[v]);
       if (lane == 0) {
-        const int gi = s_id[k];
+        const int64_t gi = s_id[k];
         atomicAdd(g_mean2d + 2 * gi, vals[0]);
         atomicAdd(g_mean2d + 2 * gi + 1, vals[1]);
         atomicAdd(g_conic + 3 * gi, vals[2]);
@@ -89,8 +90,8 @@ void raster_backward(const float* grad_out, const float* mean2d, const float* co
   const int64_t n_keys = static_cast<int64_t>(g.B) * g.tiles[0] * g.tiles[1];
   if (n_keys <= 0) return;
   if (n_keys > 0x7fffffffLL) throw std::runtime_error("volbench_gpu_ext: too many tiles");
-  raster_bwd_kernel<<<static_cast<unsigned int>(n_keys), kPixThreads, 0, stream>>>(
-      grad_out, mean2d, conic, weight, ids, ranges, g, g_mean2d, g_conic, g_weight);
+  VB_LAUNCH(raster_bwd_kernel, static_cast<unsigned int>(n_keys), kPixThreads, 0, stream,
+            grad_out, mean2d, conic, weight, ids, ranges, g, g_mean2d, g_conic, g_weight);
   VB_LAUNCH_CHECK();
 }
 

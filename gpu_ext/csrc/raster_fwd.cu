@@ -1,6 +1,7 @@
 // Slice rasterizer forward (both modes: the focus model / 3DGS prelude runs in torch and hands
 // over 2D footprints).  One block per (camera, 16x16 tile), one thread per pixel, the tile's
-// sorted list streamed through shared memory; additive accumulation (no occlusion).
+// sorted list streamed through shared memory; additive accumulation (no occlusion).  Index
+// products are 64-bit (up to 2^31 - 1 (camera, Gaussian) items).
 #include "common.h"
 
 namespace vbgs {
@@ -61,7 +62,7 @@ __global__ void __launch_bounds__(kPixThreads)
     __syncthreads();
     const int64_t j = batch + t;
     if (j < end) {
-      const int gi = ids[j];
+      const int64_t gi = ids[j];
       s_m[2 * t] = mean2d[2 * gi];
       s_m[2 * t + 1] = mean2d[2 * gi + 1];
       s_c[3 * t] = conic[3 * gi];
@@ -87,7 +88,8 @@ void raster_tile_boxes(const float* mean2d, const float* radii, const PixGeom& g
                        int64_t* key_base, cudaStream_t stream) {
   const int64_t n = static_cast<int64_t>(g.B) * g.N;
   if (n <= 0) return;
-  raster_boxes_kernel<<<blocks_for(n, 256), 256, 0, stream>>>(mean2d, radii, g, boxes, key_base);
+  VB_LAUNCH(raster_boxes_kernel, blocks_for(n, 256), 256, 0, stream, mean2d, radii, g, boxes,
+            key_base);
   VB_LAUNCH_CHECK();
 }
 
@@ -97,8 +99,8 @@ void raster_forward(const float* mean2d, const float* conic, const float* weight
   const int64_t n_keys = static_cast<int64_t>(g.B) * g.tiles[0] * g.tiles[1];
   if (n_keys <= 0) return;
   if (n_keys > 0x7fffffffLL) throw std::runtime_error("volbench_gpu_ext: too many tiles");
-  raster_fwd_kernel<<<static_cast<unsigned int>(n_keys), kPixThreads, 0, stream>>>(
-      mean2d, conic, weight, ids, ranges, g, out);
+  VB_LAUNCH(raster_fwd_kernel, static_cast<unsigned int>(n_keys), kPixThreads, 0, stream, mean2d,
+            conic, weight, ids, ranges, g, out);
   VB_LAUNCH_CHECK();
 }
 

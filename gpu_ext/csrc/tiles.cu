@@ -1,11 +1,37 @@
 // Tile intersection and sorting shared by the voxelizer and the rasterizer:
 // count pairs per item -> inclusive scan -> emit (key, item) -> stable radix sort by key ->
-// [start, end) range of every key.
-#include <cub/cub.cuh>
-
+// [start, end) range of every key.  Index products are 64-bit (up to 2^31 - 1 items).
 #include "common.h"
 
+#ifndef VBGS_EMULATION
+#include <cub/cub.cuh>
+#endif
+
 namespace vbgs {
+
+// The seam around the two CUB calls (device-wide inclusive scan, stable radix sort of key/value
+// pairs by the low end_bit bits of the key): the CPU execution harness (tests/gpu_ext_harness)
+// links host stand-ins instead.  Same two-phase protocol as CUB: tmp == nullptr -> bytes.
+namespace seam {
+cudaError_t inclusive_sum(void* tmp, size_t& bytes, const int64_t* in, int64_t* out, int n,
+                          cudaStream_t stream);
+cudaError_t sort_pairs(void* tmp, size_t& bytes, const uint64_t* keys_in, uint64_t* keys_out,
+                       const int32_t* vals_in, int32_t* vals_out, int n, int end_bit,
+                       cudaStream_t stream);
+#ifndef VBGS_EMULATION
+cudaError_t inclusive_sum(void* tmp, size_t& bytes, const int64_t* in, int64_t* out, int n,
+                          cudaStream_t stream) {
+  return cub::DeviceScan::InclusiveSum(tmp, bytes, in, out, n, stream);
+}
+cudaError_t sort_pairs(void* tmp, size_t& bytes, const uint64_t* keys_in, uint64_t* keys_out,
+                       const int32_t* vals_in, int32_t* vals_out, int n, int end_bit,
+                       cudaStream_t stream) {
+  return cub::DeviceRadixSort::SortPairs(tmp, bytes, keys_in, keys_out, vals_in, vals_out, n, 0,
+                                         end_bit, stream);
+}
+#endif
+}  // namespace seam
+
 namespace {
 
 __device__ __forceinline__ int64_t box_count(const int* b) {
@@ -15,7 +41,7 @@ __device__ __forceinline__ int64_t box_count(const int* b) {
 }
 
 __global__ void count_kernel(const int* __restrict__ boxes, int n, int64_t* __restrict__ counts) {
-  int i = blockIdx.x * blockDim.x + threadIdx.x;
+  const int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
   if (i >= n) return;
   counts[i] = box_count(boxes + 6 * i);
 }
@@ -23,7 +49,7 @@ __global__ void count_kernel(const int* __restrict__ boxes, int n, int64_t* __re
 __global__ void emit_kernel(const int* __restrict__ boxes, const int64_t* __restrict__ key_base,
                             const int64_t* __restrict__ offsets, int n, int ty, int tx,
                             uint64_t* __restrict__ keys, int32_t* __restrict__ vals) {
-  int i = blockIdx.x * blockDim.x + threadIdx.x;
+  const int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
   if (i >= n) return;
   const int* b = boxes + 6 * i;
   int64_t cnt = box_count(b);
@@ -34,7 +60,7 @@ __global__ void emit_kernel(const int* __restrict__ boxes, const int64_t* __rest
     for (int y = b[2]; y <= b[3]; ++y)
       for (int x = b[4]; x <= b[5]; ++x) {
         keys[pos] = static_cast<uint64_t>(base + (static_cast<int64_t>(z) * ty + y) * tx + x);
-        vals[pos] = i;
+        vals[pos] = static_cast<int32_t>(i);
         ++pos;
       }
 }
@@ -70,14 +96,13 @@ int64_t build_tile_lists(const int* boxes, const int64_t* key_base, int n_items,
   const int T = 256;
   auto* counts = static_cast<int64_t*>(alloc(sizeof(int64_t) * n_items, 0));
   auto* offsets = static_cast<int64_t*>(alloc(sizeof(int64_t) * n_items, 0));
-  count_kernel<<<blocks_for(n_items, T), T, 0, stream>>>(boxes, n_items, counts);
+  VB_LAUNCH(count_kernel, blocks_for(n_items, T), T, 0, stream, boxes, n_items, counts);
   VB_LAUNCH_CHECK();
 
   size_t tmp_bytes = 0;
-  VB_CUDA_CHECK(cub::DeviceScan::InclusiveSum(nullptr, tmp_bytes, counts, offsets, n_items,
-                                              stream));
+  VB_CUDA_CHECK(seam::inclusive_sum(nullptr, tmp_bytes, counts, offsets, n_items, stream));
   void* tmp = alloc(tmp_bytes > 0 ? tmp_bytes : 1, 0);
-  VB_CUDA_CHECK(cub::DeviceScan::InclusiveSum(tmp, tmp_bytes, counts, offsets, n_items, stream));
+  VB_CUDA_CHECK(seam::inclusive_sum(tmp, tmp_bytes, counts, offsets, n_items, stream));
 
   int64_t total = 0;
   VB_CUDA_CHECK(cudaMemcpyAsync(&total, offsets + (n_items - 1), sizeof(int64_t),
@@ -87,31 +112,29 @@ int64_t build_tile_lists(const int* boxes, const int64_t* key_base, int n_items,
     *ids = static_cast<int32_t*>(alloc(sizeof(int32_t), 1));
     return 0;
   }
+  // cub takes an int item count in the versions we support: refuse more pairs with a clear
+  // message before allocating the ~24 bytes per pair below
+  if (total > static_cast<int64_t>(INT32_MAX)) {
+    throw std::runtime_error("volbench_gpu_ext: more than 2^31 (tile, Gaussian) pairs; "
+                             "evaluate the grid in smaller ROIs (z-slabs)");
+  }
 
   auto* keys_in = static_cast<uint64_t*>(alloc(sizeof(uint64_t) * total, 0));
   auto* vals_in = static_cast<int32_t*>(alloc(sizeof(int32_t) * total, 0));
   auto* keys_out = static_cast<uint64_t*>(alloc(sizeof(uint64_t) * total, 0));
   *ids = static_cast<int32_t*>(alloc(sizeof(int32_t) * total, 1));
-  emit_kernel<<<blocks_for(n_items, T), T, 0, stream>>>(boxes, key_base, offsets, n_items, ty,
-                                                        tx, keys_in, vals_in);
+  VB_LAUNCH(emit_kernel, blocks_for(n_items, T), T, 0, stream, boxes, key_base, offsets, n_items,
+            ty, tx, keys_in, vals_in);
   VB_LAUNCH_CHECK();
 
-  // cub takes an int item count in the versions we support: sort in segments of < 2^31 pairs
-  // is not needed below that size; refuse beyond it with a clear message.
-  if (total > static_cast<int64_t>(INT32_MAX)) {
-    throw std::runtime_error("volbench_gpu_ext: more than 2^31 (tile, Gaussian) pairs; "
-                             "evaluate the grid in smaller ROIs (z-slabs)");
-  }
   int end_bit = bits_for(n_keys);
   size_t sort_bytes = 0;
-  VB_CUDA_CHECK(cub::DeviceRadixSort::SortPairs(nullptr, sort_bytes, keys_in, keys_out, vals_in,
-                                                *ids, static_cast<int>(total), 0, end_bit,
-                                                stream));
+  VB_CUDA_CHECK(seam::sort_pairs(nullptr, sort_bytes, keys_in, keys_out, vals_in, *ids,
+                                 static_cast<int>(total), end_bit, stream));
   void* sort_tmp = alloc(sort_bytes > 0 ? sort_bytes : 1, 0);
-  VB_CUDA_CHECK(cub::DeviceRadixSort::SortPairs(sort_tmp, sort_bytes, keys_in, keys_out, vals_in,
-                                                *ids, static_cast<int>(total), 0, end_bit,
-                                                stream));
-  ranges_kernel<<<blocks_for(total, T), T, 0, stream>>>(keys_out, total, n_keys, *ranges);
+  VB_CUDA_CHECK(seam::sort_pairs(sort_tmp, sort_bytes, keys_in, keys_out, vals_in, *ids,
+                                 static_cast<int>(total), end_bit, stream));
+  VB_LAUNCH(ranges_kernel, blocks_for(total, T), T, 0, stream, keys_out, total, n_keys, *ranges);
   VB_LAUNCH_CHECK();
   return total;
 }

@@ -1,6 +1,7 @@
 // Voxelizer backward: same tiling as the forward; every thread holds dL/dV of its voxel, every
 // Gaussian of the tile's list gets its 13 partial derivatives (mean 3, A 9, amp 1) summed over
 // the warp with shuffles and added to global memory with one atomicAdd per warp and value.
+// Coordinates relative to the ROI origin and 64-bit index products, as in the forward.
 #include "common.h"
 
 namespace vbgs {
@@ -28,9 +29,9 @@ __global__ void __launch_bounds__(kVoxThreads)
   const int iy = ty * kVoxTile + (t / kVoxTile) % kVoxTile;
   const int ix = tx * kVoxTile + t % kVoxTile;
   const bool inside = iz < g.shape[0] && iy < g.shape[1] && ix < g.shape[2];
-  const float pz = g.o[0] + iz * g.sp[0];
-  const float py = g.o[1] + iy * g.sp[1];
-  const float px = g.o[2] + ix * g.sp[2];
+  const float pz = iz * g.sp[0];  // relative to the ROI origin
+  const float py = iy * g.sp[1];
+  const float px = ix * g.sp[2];
   const float go =
       inside ? grad_out[(static_cast<int64_t>(iz) * g.shape[1] + iy) * g.shape[2] + ix] : 0.f;
 
@@ -39,10 +40,11 @@ __global__ void __launch_bounds__(kVoxThreads)
     __syncthreads();
     const int64_t j = batch + t;
     if (j < end) {
-      const int gi = ids[j];
-      s_id[t] = gi;
+      const int64_t gi = ids[j];
+      s_id[t] = static_cast<int>(gi);
 #pragma unroll
-      for (int a = 0; a < 3; ++a) s_mu[3 * t + a] = means[3 * gi + a];
+      for (int a = 0; a < 3; ++a)
+        s_mu[3 * t + a] = static_cast<float>(static_cast<double>(means[3 * gi + a]) - g.o[a]);
 #pragma unroll
       for (int a = 0; a < 9; ++a) s_A[9 * t + a] = A[9 * gi + a];
       s_amp[t] = amps[gi];
@@ -74,11 +76,11 @@ __global__ void __launch_bounds__(kVoxThreads)
       for (int r = 0; r < 3; ++r)
 #pragma unroll
         for (int c = 0; c < 3; ++c) vals[3 + 3 * r + c] = hit ? gy[r] * d[c] : 0.f;
-      vals[12] = gamp;
+      vals[12] = hit ? gamp : 0.f;  // a NaN/Inf dL/dV where no Gaussian reaches stays out
 #pragma unroll
       for (int v = 0; v < 13; ++v) vals[v] = warp_sum(vals[v]);
       if (lane == 0) {
-        const int gi = s_id[k];
+        const int64_t gi = s_id[k];
 #pragma unroll
         for (int c = 0; c < 3; ++c) atomicAdd(g_means + 3 * gi + c, vals[c]);
 #pragma unroll
@@ -98,8 +100,8 @@ void voxelize_backward(const float* grad_out, const float* means, const float* A
   const int64_t n_tiles = static_cast<int64_t>(g.tiles[0]) * g.tiles[1] * g.tiles[2];
   if (n_tiles <= 0) return;
   if (n_tiles > 0x7fffffffLL) throw std::runtime_error("volbench_gpu_ext: too many tiles");
-  voxel_bwd_kernel<<<static_cast<unsigned int>(n_tiles), kVoxThreads, 0, stream>>>(
-      grad_out, means, A, amps, ids, ranges, g, g_means, g_A, g_amps);
+  VB_LAUNCH(voxel_bwd_kernel, static_cast<unsigned int>(n_tiles), kVoxThreads, 0, stream,
+            grad_out, means, A, amps, ids, ranges, g, g_means, g_A, g_amps);
   VB_LAUNCH_CHECK();
 }
 

@@ -1,5 +1,8 @@
 // Voxelizer forward: one block per 8^3 tile, one thread per voxel; the tile's sorted Gaussian
-// list is streamed through shared memory in batches of 512.
+// list is streamed through shared memory in batches of 512.  Coordinates are relative to the ROI
+// origin (voxel i at i * spacing, mean at mean - origin, taken once per Gaussian in double), so
+// a grid far from 0 loses no float32 precision; index products are 64-bit (up to 2^31 - 1
+// Gaussians).
 #include "common.h"
 
 namespace vbgs {
@@ -8,13 +11,13 @@ namespace {
 __global__ void voxel_boxes_kernel(const float* __restrict__ means,
                                    const float* __restrict__ half_ext, int n, VoxGeom g,
                                    int* __restrict__ boxes) {
-  int i = blockIdx.x * blockDim.x + threadIdx.x;
+  const int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
   if (i >= n) return;
   int* b = boxes + 6 * i;
   bool ok = true;
   int lo[3], hi[3];
   for (int a = 0; a < 3; ++a) {
-    float c = means[3 * i + a] - g.o[a];
+    float c = static_cast<float>(static_cast<double>(means[3 * i + a]) - g.o[a]);
     float h = half_ext[3 * i + a];
     ok = ok && isfinite(c) && isfinite(h) && h >= 0.f;
     // conservative inclusive voxel range (same rule as the PyTorch twin), then tiles
@@ -48,9 +51,9 @@ __global__ void __launch_bounds__(kVoxThreads)
   const int iy = ty * kVoxTile + (t / kVoxTile) % kVoxTile;
   const int ix = tx * kVoxTile + t % kVoxTile;
   const bool inside = iz < g.shape[0] && iy < g.shape[1] && ix < g.shape[2];
-  const float pz = g.o[0] + iz * g.sp[0];
-  const float py = g.o[1] + iy * g.sp[1];
-  const float px = g.o[2] + ix * g.sp[2];
+  const float pz = iz * g.sp[0];  // relative to the ROI origin
+  const float py = iy * g.sp[1];
+  const float px = ix * g.sp[2];
 
   const int64_t start = ranges[2 * tile], end = ranges[2 * tile + 1];
   float acc = 0.f;
@@ -58,9 +61,10 @@ __global__ void __launch_bounds__(kVoxThreads)
     __syncthreads();
     const int64_t j = batch + t;
     if (j < end) {
-      const int gi = ids[j];
+      const int64_t gi = ids[j];
 #pragma unroll
-      for (int a = 0; a < 3; ++a) s_mu[3 * t + a] = means[3 * gi + a];
+      for (int a = 0; a < 3; ++a)
+        s_mu[3 * t + a] = static_cast<float>(static_cast<double>(means[3 * gi + a]) - g.o[a]);
 #pragma unroll
       for (int a = 0; a < 9; ++a) s_A[9 * t + a] = A[9 * gi + a];
       s_amp[t] = amps[gi];
@@ -87,7 +91,7 @@ __global__ void __launch_bounds__(kVoxThreads)
 void voxel_tile_boxes(const float* means, const float* half_ext, int n, const VoxGeom& g,
                       int* boxes, cudaStream_t stream) {
   if (n <= 0) return;
-  voxel_boxes_kernel<<<blocks_for(n, 256), 256, 0, stream>>>(means, half_ext, n, g, boxes);
+  VB_LAUNCH(voxel_boxes_kernel, blocks_for(n, 256), 256, 0, stream, means, half_ext, n, g, boxes);
   VB_LAUNCH_CHECK();
 }
 
@@ -96,8 +100,8 @@ void voxelize_forward(const float* means, const float* A, const float* amps, con
   const int64_t n_tiles = static_cast<int64_t>(g.tiles[0]) * g.tiles[1] * g.tiles[2];
   if (n_tiles <= 0) return;
   if (n_tiles > 0x7fffffffLL) throw std::runtime_error("volbench_gpu_ext: too many tiles");
-  voxel_fwd_kernel<<<static_cast<unsigned int>(n_tiles), kVoxThreads, 0, stream>>>(
-      means, A, amps, ids, ranges, g, out);
+  VB_LAUNCH(voxel_fwd_kernel, static_cast<unsigned int>(n_tiles), kVoxThreads, 0, stream, means,
+            A, amps, ids, ranges, g, out);
   VB_LAUNCH_CHECK();
 }
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 from typing import Sequence
 
 import torch
+from torch.autograd.function import once_differentiable
 
 from . import backend
 from . import fixed as _fixed
@@ -56,6 +57,7 @@ class _VoxelSplat(torch.autograd.Function):
         return out
 
     @staticmethod
+    @once_differentiable  # the kernels' backward is not differentiable: double backward fails
     def backward(ctx, grad_out):
         means, A9, amps, ids, ranges = ctx.saved_tensors
         o, sp, shp, cutoff = ctx.geom
@@ -81,6 +83,7 @@ class _PixelSplat(torch.autograd.Function):
         return out
 
     @staticmethod
+    @once_differentiable
     def backward(ctx, grad_out):
         mean2d, conic, weight, ids, ranges = ctx.saved_tensors
         B, N, H, W, ps, cutoff = ctx.geom

@@ -230,7 +230,9 @@ def splat_voxels(means, A, amps, half_ext, roi_origin, spacing, roi_shape, cutof
                  chunk_evals: int = _CHUNK_EVALS):
     """Evaluate sum_i amps_i exp(-1/2 |A_i (x - mu_i)|^2) (zero beyond ``cutoff``) on the grid
     x = roi_origin + idx * spacing, idx in [0, roi_shape).  Gaussians are assigned to the 8^3
-    tiles their bounding box touches; evaluation runs over (tile, Gaussian) pairs in chunks."""
+    tiles their bounding box touches; evaluation runs over (tile, Gaussian) pairs in chunks.
+    Positions are relative to ``roi_origin`` (mean - origin once per Gaussian, in float64, like
+    the CUDA kernels): a grid far from 0 loses no float32 precision."""
     dev, dt = means.device, means.dtype
     rz, ry, rx = (int(s) for s in roi_shape)
     nvox = rz * ry * rx
@@ -239,14 +241,15 @@ def splat_voxels(means, A, amps, half_ext, roi_origin, spacing, roi_shape, cutof
     out = torch.zeros(nvox + 1, dtype=dt, device=dev)
     if nvox == 0 or means.shape[0] == 0:
         return out[:nvox].reshape(rz, ry, rx)
-    o = torch.as_tensor(roi_origin, dtype=dt, device=dev)
+    o64 = torch.as_tensor(roi_origin, dtype=torch.float64, device=dev)
+    rel = (means.to(torch.float64) - o64).to(dt)  # mean - origin (differentiable)
     sp = torch.as_tensor(spacing, dtype=dt, device=dev)
     shp = torch.tensor([rz, ry, rx], device=dev)
     c2 = float(cutoff) ** 2
     offs = _voxel_tile_offsets(dev)
     offs_w = offs.to(dt) * sp  # (512,3)
     with torch.no_grad():
-        lo, hi = _index_range(means.detach() - o, half_ext, sp, shp)
+        lo, hi = _index_range(rel.detach(), half_ext, sp, shp)
         tlo, thi = lo // VOXEL_TILE, hi // VOXEL_TILE
         thi = torch.where(hi < lo, tlo - 1, thi)
     # slabs of tile rows along z keep the pair list bounded for large grids
@@ -270,7 +273,7 @@ def splat_voxels(means, A, amps, half_ext, roi_origin, spacing, roi_shape, cutof
             lin = (vidx[..., 0] * ry + vidx[..., 1]) * rx + vidx[..., 2]
             lin = torch.where(valid, lin, torch.full_like(lin, nvox))
             Ag = A[g]
-            b = torch.einsum("pkj,pj->pk", Ag, o + base.to(dt) * sp - means[g])  # (P,3)
+            b = torch.einsum("pkj,pj->pk", Ag, base.to(dt) * sp - rel[g])  # (P,3)
             y = b[:, None, :] + torch.einsum("pkj,vj->pvk", Ag, offs_w)  # (P,512,3)
             m = (y * y).sum(-1)
             inside = (m <= c2) & valid
