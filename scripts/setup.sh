@@ -6,6 +6,7 @@
 #   3. torch/torchvision (the package index's CUDA 13.0 build: lpips needs torchvision, gpu_ext
 #      compiles against it), then requirements.txt, then volbench itself (editable)
 #   4. the LPIPS backbone weights, offline from then on (volbench provision-lpips)
+#   5. the compiled CPU backend of the Gaussian operators (volbench_cpu_ext, gpu_ext/cpu)
 # A non-root cluster user uses conda instead: see README.md, "Run on a cluster".
 set -euo pipefail
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -51,4 +52,9 @@ fi
 # volbench itself, from this clone (the rules use the clone's workflow/ directly too)
 "${pip[@]}" install --no-deps --no-build-isolation -e "$here" >/dev/null
 "$venv/bin/python" -m volbench.cli provision-lpips
+# the compiled CPU backend of the Gaussian operators (gpu_ext/cpu, g++ -O3 -fopenmp, no nvcc),
+# into the cache outside the clone ($TORCH_EXTENSIONS_DIR, else ~/.cache/volbench/torch_extensions);
+# a no-op when up to date
+echo "setup: building the Gaussian CPU backend (volbench_cpu_ext)"
+PYTHONPATH="$here/workflow" "$venv/bin/python" -c "from volbench.gaussian_ops import backend; print('setup: CPU backend', backend.build_cpu(verbose=False))"
 echo "setup: ready ($venv)"

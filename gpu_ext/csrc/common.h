@@ -4,6 +4,8 @@
 
 #include <cuda_runtime.h>
 
+#include "gaussian_math.h"
+
 #include <cstdint>
 #include <functional>
 #include <stdexcept>

@@ -50,22 +50,13 @@ __global__ void __launch_bounds__(kPixThreads)
     for (int k = 0; k < cnt; ++k) {  // uniform over the block: every lane reaches the shuffles
       const float da = pa - s_m[2 * k], db = pb - s_m[2 * k + 1];
       const float c0 = s_c[3 * k], c1 = s_c[3 * k + 1], c2 = s_c[3 * k + 2];
-      const float mraw = c0 * da * da + 2.f * c1 * da * db + c2 * db * db;
+      const float mraw = gm::pix_maha_raw(c0, c1, c2, da, db);
       const float m = fmaxf(mraw, 0.f);
       const bool hit = inside && go != 0.f && m <= g.c2;
       if (!__any_sync(0xffffffffu, hit)) continue;
-      const float e = hit ? __expf(-0.5f * m) : 0.f;
-      const float gw = go * e;                                       // dL/dweight
-      const float gm = (hit && mraw >= 0.f) ? -0.5f * gw * s_w[k] : 0.f;  // dL/dm (clamp at 0)
-      float vals[6] = {0.f, 0.f, 0.f, 0.f, 0.f, 0.f};  // exact zeros for lanes without a hit
-      if (hit) {
-        vals[0] = -gm * 2.f * (c0 * da + c1 * db);  // dL/dmean_a = -dL/dda
-        vals[1] = -gm * 2.f * (c1 * da + c2 * db);
-        vals[2] = gm * da * da;                     // dL/dc00
-        vals[3] = gm * 2.f * da * db;               // dL/dc01 (appears twice in m)
-        vals[4] = gm * db * db;                     // dL/dc11
-        vals[5] = gw;
-      }
+      const float e = hit ? gm::gauss(m) : 0.f;
+      float vals[6];  // exact zeros for lanes without a hit
+      gm::pix_grad_terms(hit, go, e, s_w[k], c0, c1, c2, da, db, mraw, vals);
 #pragma unroll
       for (int v = 0; v < 6; ++v) vals[v] = warp_sum(vals[v]);
       if (lane == 0) {

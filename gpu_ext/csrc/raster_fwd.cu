@@ -18,14 +18,11 @@ __global__ void raster_boxes_kernel(const float* __restrict__ mean2d,
   bool ok = true;
   int lo[2], hi[2];
   for (int a = 0; a < 2; ++a) {
-    const float c = mean2d[2 * i + a] / g.ps[a];
-    const float r = radii[2 * i + a];
-    ok = ok && isfinite(c) && isfinite(r) && r >= 0.f;
-    const float flo = fmaxf(floorf(c - r), 0.f);
-    const float fhi = fminf(ceilf(c + r), static_cast<float>(lim[a]));
-    if (!(flo <= fhi)) ok = false;
-    lo[a] = ok ? static_cast<int>(flo) / kPixTile : 1;
-    hi[a] = ok ? static_cast<int>(fhi) / kPixTile : 0;
+    int plo, phi;
+    ok = gm::axis_range(mean2d[2 * i + a] / g.ps[a], radii[2 * i + a], 1.f, lim[a], &plo,
+                        &phi) && ok;
+    lo[a] = ok ? plo / kPixTile : 1;
+    hi[a] = ok ? phi / kPixTile : 0;
   }
   int* b = boxes + 6 * i;
   b[0] = 0;
@@ -74,9 +71,9 @@ __global__ void __launch_bounds__(kPixThreads)
     const int cnt = static_cast<int>(min(static_cast<int64_t>(kPixThreads), end - batch));
     for (int k = 0; k < cnt; ++k) {
       const float da = pa - s_m[2 * k], db = pb - s_m[2 * k + 1];
-      const float m = fmaxf(
-          s_c[3 * k] * da * da + 2.f * s_c[3 * k + 1] * da * db + s_c[3 * k + 2] * db * db, 0.f);
-      if (m <= g.c2) acc += s_w[k] * __expf(-0.5f * m);
+      const float m =
+          fmaxf(gm::pix_maha_raw(s_c[3 * k], s_c[3 * k + 1], s_c[3 * k + 2], da, db), 0.f);
+      if (m <= g.c2) acc += s_w[k] * gm::gauss(m);
     }
   }
   if (inside) out[(static_cast<int64_t>(cam) * g.H + r) * g.W + c] = acc;

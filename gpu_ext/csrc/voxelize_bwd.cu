@@ -55,28 +55,13 @@ __global__ void __launch_bounds__(kVoxThreads)
       const float d[3] = {pz - s_mu[3 * k], py - s_mu[3 * k + 1], px - s_mu[3 * k + 2]};
       const float* Ak = s_A + 9 * k;
       float y[3];
-#pragma unroll
-      for (int r = 0; r < 3; ++r) y[r] = Ak[3 * r] * d[0] + Ak[3 * r + 1] * d[1] + Ak[3 * r + 2] * d[2];
-      const float m = y[0] * y[0] + y[1] * y[1] + y[2] * y[2];
+      const float m = gm::vox_maha(Ak, d[0], d[1], d[2], y);
       const bool hit = inside && go != 0.f && m <= g.c2;
       if (!__any_sync(0xffffffffu, hit)) continue;
-      float e = hit ? __expf(-0.5f * m) : 0.f;
-      float gamp = go * e;                  // dL/damp
-      float gy_scale = -gamp * s_amp[k];     // dL/dy = -go * amp * e * y
+      float e = hit ? gm::gauss(m) : 0.f;
       // lanes without a hit contribute exact zeros (also when their y is not finite)
-      float gy[3] = {hit ? gy_scale * y[0] : 0.f, hit ? gy_scale * y[1] : 0.f,
-                     hit ? gy_scale * y[2] : 0.f};
       float vals[13];
-      // dL/dmu = -A^T dL/dy
-#pragma unroll
-      for (int c = 0; c < 3; ++c)
-        vals[c] = hit ? -(Ak[c] * gy[0] + Ak[3 + c] * gy[1] + Ak[6 + c] * gy[2]) : 0.f;
-      // dL/dA_rc = dL/dy_r * d_c
-#pragma unroll
-      for (int r = 0; r < 3; ++r)
-#pragma unroll
-        for (int c = 0; c < 3; ++c) vals[3 + 3 * r + c] = hit ? gy[r] * d[c] : 0.f;
-      vals[12] = hit ? gamp : 0.f;  // a NaN/Inf dL/dV where no Gaussian reaches stays out
+      gm::vox_grad_terms(hit, go, e, s_amp[k], Ak, y, d, vals);
 #pragma unroll
       for (int v = 0; v < 13; ++v) vals[v] = warp_sum(vals[v]);
       if (lane == 0) {

@@ -18,14 +18,11 @@ __global__ void voxel_boxes_kernel(const float* __restrict__ means,
   int lo[3], hi[3];
   for (int a = 0; a < 3; ++a) {
     float c = static_cast<float>(static_cast<double>(means[3 * i + a]) - g.o[a]);
-    float h = half_ext[3 * i + a];
-    ok = ok && isfinite(c) && isfinite(h) && h >= 0.f;
     // conservative inclusive voxel range (same rule as the PyTorch twin), then tiles
-    float flo = fmaxf(floorf((c - h) / g.sp[a]), 0.f);
-    float fhi = fminf(ceilf((c + h) / g.sp[a]), static_cast<float>(g.shape[a] - 1));
-    if (!(flo <= fhi)) ok = false;
-    lo[a] = ok ? static_cast<int>(flo) / kVoxTile : 1;
-    hi[a] = ok ? static_cast<int>(fhi) / kVoxTile : 0;
+    int vlo, vhi;
+    ok = gm::axis_range(c, half_ext[3 * i + a], g.sp[a], g.shape[a] - 1, &vlo, &vhi) && ok;
+    lo[a] = ok ? vlo / kVoxTile : 1;
+    hi[a] = ok ? vhi / kVoxTile : 0;
   }
   for (int a = 0; a < 3; ++a) {
     b[2 * a] = ok ? lo[a] : 1;
@@ -73,12 +70,9 @@ __global__ void __launch_bounds__(kVoxThreads)
     const int cnt = static_cast<int>(min(static_cast<int64_t>(kVoxThreads), end - batch));
     for (int k = 0; k < cnt; ++k) {
       const float dz = pz - s_mu[3 * k], dy = py - s_mu[3 * k + 1], dx = px - s_mu[3 * k + 2];
-      const float* Ak = s_A + 9 * k;
-      const float y0 = Ak[0] * dz + Ak[1] * dy + Ak[2] * dx;
-      const float y1 = Ak[3] * dz + Ak[4] * dy + Ak[5] * dx;
-      const float y2 = Ak[6] * dz + Ak[7] * dy + Ak[8] * dx;
-      const float m = y0 * y0 + y1 * y1 + y2 * y2;
-      if (m <= g.c2) acc += s_amp[k] * __expf(-0.5f * m);
+      float y[3];
+      const float m = gm::vox_maha(s_A + 9 * k, dz, dy, dx, y);
+      if (m <= g.c2) acc += s_amp[k] * gm::gauss(m);
     }
   }
   if (inside) {

@@ -29,7 +29,9 @@ ROOT = HARNESS.parents[1]
 CSRC = ROOT / "gpu_ext" / "csrc"
 TESTS = ROOT / "tests" / "test_gpu_ext_emulated.py"
 
-# name -> (what, [(file, old text, new text), ...]); every old text occurs exactly once
+# name -> (what, [(file, old text, new text), ...]); every old text occurs exactly once.
+# The per-voxel / per-pixel maths lives in gaussian_math.h (shared with the CPU backend): the
+# mutants of the gradient terms edit it there.
 MUTANTS = {
     "no_load_barrier": (
         "voxelizer forward: __syncthreads after the shared-memory load dropped",
@@ -46,8 +48,8 @@ MUTANTS = {
           "const int cnt = static_cast<int>(end - start);")]),
     "A_grad_transposed": (
         "voxelizer backward: dL/dA transposed",
-        [("voxelize_bwd.cu", "vals[3 + 3 * r + c] = hit ? gy[r] * d[c] : 0.f;",
-          "vals[3 + 3 * r + c] = hit ? gy[c] * d[r] : 0.f;")]),
+        [("gaussian_math.h", "vals[3 + 3 * r + c] = hit ? gy[r] * d[c] : T(0);",
+          "vals[3 + 3 * r + c] = hit ? gy[c] * d[r] : T(0);")]),
     "tile_key_xy": (
         "tile lists: x and y swapped in the tile key",
         [("tiles.cu", "(static_cast<int64_t>(z) * ty + y) * tx + x",
@@ -65,7 +67,7 @@ MUTANTS = {
     # regressions of the review fixes
     "unguarded_amp_grad": (
         "voxelizer backward: amplitude gradient not guarded by `hit` (review finding c)",
-        [("voxelize_bwd.cu", "vals[12] = hit ? gamp : 0.f;", "vals[12] = gamp;")]),
+        [("gaussian_math.h", "vals[12] = hit ? gamp : T(0);", "vals[12] = gamp;")]),
     "int32_index_product": (
         "voxelizer forward: 32-bit product 9 * gi (review finding a)",
         [("voxelize_fwd.cu", "s_A[9 * t + a] = A[9 * gi + a];",
@@ -89,7 +91,7 @@ MUTANTS = {
         [("tiles.cu", "int end_bit = bits_for(n_keys);", "int end_bit = bits_for(n_keys) - 1;")]),
     "conic_grad_factor": (
         "raster backward: factor 2 of the off-diagonal conic gradient dropped",
-        [("raster_bwd.cu", "vals[3] = gm * 2.f * da * db;", "vals[3] = gm * da * db;")]),
+        [("gaussian_math.h", "vals[3] = gm * T(2) * da * db;", "vals[3] = gm * da * db;")]),
     "short_warp_sum": (
         "warp_sum stops one shuffle early",
         [("common.h", "for (int off = 16; off > 0; off >>= 1)",

@@ -5,6 +5,8 @@ torch_impl.py); backend.py loads the extension; fixed.py is the decoders' fixed-
 evaluation (bit-identical on any CPU).
 """
 
-from .ops import axial_cameras, covariance, rasterize_slices, uses_cuda, voxelize
+from .ops import (axial_cameras, backend_name, covariance, rasterize_slices, uses_cpu_ext,
+                  uses_cuda, voxelize)
 
-__all__ = ["voxelize", "rasterize_slices", "axial_cameras", "covariance", "uses_cuda"]
+__all__ = ["voxelize", "rasterize_slices", "axial_cameras", "covariance", "uses_cuda",
+           "uses_cpu_ext", "backend_name"]

@@ -170,3 +170,88 @@ def available() -> bool:
 def reason() -> str | None:
     """Why the extension is not in use (None when it is, or before the first load())."""
     return _state["why"]
+
+
+# ----------------------------------------------------------------------------- CPU backend
+# volbench_cpu_ext: gpu_ext/cpu/cpu_backend.cpp (+ csrc/gaussian_math.h, the maths shared with the
+# CUDA kernels), a torch C++ extension built without nvcc (-O3 -fopenmp) by
+# torch.utils.cpp_extension.load into the cache outside the clone ($TORCH_EXTENSIONS_DIR, else
+# ~/.cache/volbench/torch_extensions).  scripts/setup.sh builds it (build_cpu()); a first use
+# that finds no build compiles it (about a minute).
+
+CPU_MODULE_NAME = "volbench_cpu_ext"
+CPU_SOURCES = (CSRC.parent / "cpu" / "cpu_backend.cpp",)
+# VOLBENCH_GAUSSIAN_BACKEND: "auto" (default: CUDA kernels for CUDA tensors, the CPU backend
+# for CPU tensors, the twin only when neither loads) or "twin" (force the PyTorch twin)
+BACKEND_ENV = "VOLBENCH_GAUSSIAN_BACKEND"
+_cpu_state: dict = {"tried": False, "module": None, "why": None, "forced_warned": False}
+
+
+def forced_twin() -> bool:
+    """True when VOLBENCH_GAUSSIAN_BACKEND=twin forces the PyTorch twin (warns once)."""
+    val = os.environ.get(BACKEND_ENV, "auto").strip().lower()
+    if val in ("", "auto", "default"):
+        return False
+    if val != "twin":
+        raise ValueError(f"{BACKEND_ENV} must be 'auto' or 'twin', got {val!r}")
+    with _lock:
+        if not _cpu_state["forced_warned"]:
+            _cpu_state["forced_warned"] = True
+            warnings.warn(f"volbench: {BACKEND_ENV}=twin: Gaussian operators use the PyTorch "
+                          "twin (slow reference) instead of the compiled backends",
+                          RuntimeWarning, stacklevel=3)
+    return True
+
+
+def _cpu_jit(verbose: bool = False):
+    from torch.utils import cpp_extension
+
+    missing = [str(s) for s in CPU_SOURCES if not s.is_file()]
+    if missing:
+        raise RuntimeError(f"CPU backend sources not found: {missing}")
+    build = _cache_dir() / CPU_MODULE_NAME
+    build.mkdir(parents=True, exist_ok=True)
+    return cpp_extension.load(
+        name=CPU_MODULE_NAME,
+        sources=[str(s) for s in CPU_SOURCES],
+        extra_include_paths=[str(CSRC)],
+        extra_cflags=["-O3", "-fopenmp", "-std=c++17"],
+        extra_ldflags=["-fopenmp"],
+        build_directory=str(build),
+        with_cuda=False,
+        verbose=verbose,
+    )
+
+
+def load_cpu():
+    """The compiled CPU backend module, or None (after one RuntimeWarning) when it cannot be
+    built or loaded."""
+    with _lock:
+        if _cpu_state["tried"]:
+            return _cpu_state["module"]
+        _cpu_state["tried"] = True
+        mod, why = None, None
+        try:
+            mod = _cpu_jit()
+        except Exception as e:  # compiler missing, build error ...
+            why = (f"build failed: {e}".splitlines() or ["build failed"])[0]
+        _cpu_state["module"], _cpu_state["why"] = mod, why
+        if mod is None:
+            warnings.warn(
+                f"volbench: CPU backend {CPU_MODULE_NAME} unavailable ({why}); Gaussian "
+                "operators on CPU tensors use the PyTorch twin", RuntimeWarning, stacklevel=3)
+        else:
+            log.info("volbench: using %s from %s", CPU_MODULE_NAME, getattr(mod, "__file__", "?"))
+        return mod
+
+
+def cpu_reason() -> str | None:
+    """Why the CPU backend is not in use (None when it is, or before the first load_cpu())."""
+    return _cpu_state["why"]
+
+
+def build_cpu(verbose: bool = True) -> str:
+    """Build (or find up to date) the CPU backend; returns the module's path (setup.sh)."""
+    mod = _cpu_jit(verbose=verbose)
+    return str(getattr(mod, "__file__", "?"))
+

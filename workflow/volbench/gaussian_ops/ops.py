@@ -1,10 +1,14 @@
 """Public Gaussian operators: voxelize, rasterize_slices, axial_cameras.
 
-They run the CUDA kernels of ``volbench_gpu_ext`` when the inputs are float32 CUDA tensors and
-the extension loads (backend.py), else the PyTorch twin (torch_impl.py).  Both paths compute
-the same function: the per-Gaussian prelude (rotation, camera transform, focus model, culling
-radii) is the same torch code on both paths; only the tile evaluation (the O(voxels x
-Gaussians-per-tile) part) and its backward are CUDA kernels.
+Dispatch (backend_name() tells which one runs on a device):
+  * float32 CUDA tensors -> the CUDA kernels of ``volbench_gpu_ext`` (gpu_ext/csrc);
+  * float32 / float64 CPU tensors -> the compiled CPU backend ``volbench_cpu_ext``
+    (gpu_ext/cpu, same maths header gpu_ext/csrc/gaussian_math.h, OpenMP, deterministic);
+  * otherwise, or when neither extension loads, or with VOLBENCH_GAUSSIAN_BACKEND=twin (one
+    warning), the PyTorch twin (torch_impl.py).
+All paths compute the same function: the per-Gaussian prelude (rotation, camera transform, focus
+model, culling radii) is the same torch code on every path; only the tile evaluation (the
+O(voxels x Gaussians-per-tile) part) and its backward are compiled.
 
 Conventions: world coordinates are physical units in (z, y, x) order; voxel (k, j, i) is at
 origin + (k dz, j dy, i dx).  A Gaussian is (mean (N,3), log_scales (N,3) = log standard
@@ -24,7 +28,8 @@ from . import fixed as _fixed
 from . import torch_impl as twin
 from .torch_impl import axial_cameras as _axial_cameras
 
-__all__ = ["voxelize", "rasterize_slices", "axial_cameras", "covariance", "uses_cuda"]
+__all__ = ["voxelize", "rasterize_slices", "axial_cameras", "covariance", "uses_cuda",
+           "uses_cpu_ext", "backend_name"]
 
 covariance = twin.covariance
 
@@ -38,7 +43,32 @@ def uses_cuda(t: torch.Tensor, *more: torch.Tensor) -> bool:
     ts = (t,) + more
     if not all(x.is_cuda and x.dtype == torch.float32 and x.device == t.device for x in ts):
         return False
+    if backend.forced_twin():
+        return False
     return backend.load() is not None
+
+
+def uses_cpu_ext(t: torch.Tensor, *more: torch.Tensor) -> bool:
+    """True when an operator on tensor ``t`` (and ``more``) runs the compiled CPU backend: all
+    of them CPU tensors of one dtype, float32 or float64, and the backend loaded."""
+    ts = (t,) + more
+    if not all(x.device.type == "cpu" and x.dtype == t.dtype for x in ts):
+        return False
+    if t.dtype not in (torch.float32, torch.float64) or backend.forced_twin():
+        return False
+    return backend.load_cpu() is not None
+
+
+def backend_name(device="cpu", dtype=torch.float32) -> str:
+    """Which implementation the operators run for tensors on ``device`` (of ``dtype``):
+    "cuda" (gpu_ext kernels), "cpu" (compiled CPU backend) or "twin" (PyTorch twin).  For the
+    codecs' encode.json / summary.  Loads (builds) the backend on first use."""
+    t = torch.empty(0, dtype=dtype, device=device)
+    if uses_cuda(t):
+        return "cuda"
+    if uses_cpu_ext(t):
+        return "cpu"
+    return "twin"
 
 
 # ----------------------------------------------------------------------------- autograd glue
@@ -65,6 +95,53 @@ class _VoxelSplat(torch.autograd.Function):
             grad_out.contiguous(), means.contiguous(), A9, amps.contiguous(), ids, ranges,
             o, sp, shp, cutoff)
         return gm, gA.reshape(-1, 3, 3), ga, None, None, None, None, None
+
+
+class _CpuVoxelSplat(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, means, A, amps, half_ext, origin, spacing, offset, roi_shape, cutoff):
+        ext = backend.load_cpu()
+        N = means.shape[0]
+        A9 = A.reshape(N, 9).contiguous()
+        geom = ([float(v) for v in origin], [float(v) for v in spacing],
+                [int(v) for v in offset], [int(v) for v in roi_shape], float(cutoff))
+        means, amps, half_ext = means.contiguous(), amps.contiguous(), half_ext.contiguous()
+        out = ext.voxelize_forward(means, A9, amps, half_ext, *geom)
+        ctx.save_for_backward(means, A9, amps, half_ext)
+        ctx.geom = geom
+        return out
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad_out):
+        means, A9, amps, half_ext = ctx.saved_tensors
+        gm, gA, ga = backend.load_cpu().voxelize_backward(
+            grad_out.contiguous(), means, A9, amps, half_ext, *ctx.geom)
+        return gm, gA.reshape(-1, 3, 3), ga, None, None, None, None, None, None
+
+
+class _CpuPixelSplat(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, mean2d, conic, weight, radii, image_shape, pixel_size, cutoff):
+        ext = backend.load_cpu()
+        B, N = weight.shape
+        H, W = (int(s) for s in image_shape)
+        geom = (B, N, H, W, [float(pixel_size[0]), float(pixel_size[1])], float(cutoff))
+        flat = (mean2d.reshape(B * N, 2).contiguous(), conic.reshape(B * N, 3).contiguous(),
+                weight.reshape(B * N).contiguous(), radii.reshape(B * N, 2).contiguous())
+        out = ext.raster_forward(*flat, *geom)
+        ctx.save_for_backward(*flat)
+        ctx.geom = geom
+        return out
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad_out):
+        B, N = ctx.geom[:2]
+        gm, gc, gw = backend.load_cpu().raster_backward(grad_out.contiguous(), *ctx.saved_tensors,
+                                                        *ctx.geom)
+        return (gm.reshape(B, N, 2), gc.reshape(B, N, 3), gw.reshape(B, N),
+                None, None, None, None)
 
 
 class _PixelSplat(torch.autograd.Function):
@@ -116,6 +193,12 @@ def voxelize(means: torch.Tensor, log_scales: torch.Tensor, quats: torch.Tensor,
     if deterministic:
         return _fixed.voxelize_fixed(means, log_scales, quats, amps, shape, spacing, origin, cutoff, roi)
     roi_origin, sp, roi_shape = twin._roi_geometry(shape, spacing, origin, roi)
+    if uses_cpu_ext(means, log_scales, quats, amps):
+        # tile grid and coordinates anchored to the volume origin: bit-identical whatever the ROI
+        z0, _, y0, _, x0, _ = twin.roi_box(shape, roi)
+        A, half_ext = twin.prepare_3d(means, log_scales, quats, cutoff)
+        return _CpuVoxelSplat.apply(means, A, amps, half_ext, tuple(float(o) for o in origin),
+                                    sp, (z0, y0, x0), roi_shape, float(cutoff))
     if not uses_cuda(means, log_scales, quats, amps):
         A, half_ext = twin.prepare_3d(means, log_scales, quats, cutoff)
         return twin.splat_voxels(means, A, amps, half_ext, roi_origin, sp, roi_shape, cutoff)
@@ -138,7 +221,8 @@ def rasterize_slices(means: torch.Tensor, log_scales: torch.Tensor, quats: torch
     Differentiable in means, log_scales, quats, opacities.
     """
     cams = cameras.to(device=means.device, dtype=means.dtype)
-    if not uses_cuda(means, log_scales, quats, opacities):
+    cpu = uses_cpu_ext(means, log_scales, quats, opacities)
+    if not cpu and not uses_cuda(means, log_scales, quats, opacities):
         return twin.rasterize_slices(means, log_scales, quats, opacities, cams, image_shape,
                                      pixel_size, mode, sigma_z, cutoff, opacity_threshold)
     B, N = cams.shape[0], means.shape[0]
@@ -149,7 +233,7 @@ def rasterize_slices(means: torch.Tensor, log_scales: torch.Tensor, quats: torch
         mu2, conic, weight, radii = twin.prepare_slices(
             means, log_scales, quats, opacities, c, mode, sigma_z, cutoff, opacity_threshold,
             pixel_size)
-        outs.append(_PixelSplat.apply(mu2, conic, weight, radii, tuple(image_shape),
+        outs.append((_CpuPixelSplat if cpu else _PixelSplat).apply(mu2, conic, weight, radii, tuple(image_shape),
                                       tuple(pixel_size), float(cutoff)))
     return outs[0] if len(outs) == 1 else torch.cat(outs, 0)
 
