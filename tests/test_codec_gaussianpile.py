@@ -186,3 +186,25 @@ def test_target_bpp_fits_budget():
     assert enc.header["n"] <= params["max_gaussians"] == report["knob_value"]
     with pytest.raises(VolbenchError):
         codec.params_for_target(0.05, vol, info)
+
+
+def test_target_ratio_solves_the_budget_from_the_compression_ratio():
+    """target_ratio (seed 000 Table 2 reports compression ratios): the Gaussian budget comes from
+    original bytes / ratio and the file format; training starts from init_fraction of it."""
+    vol = blobs((8, 24, 24), seed=6).astype(np.uint16) * 200
+    info = VolumeInfo(seed=0, device="cpu", threads=1)
+    p = dict(FAST, iterations=8, densify_from=2, densify_until=6, densify_interval=2, log_every=4, init="data",
+             target_ratio=6.0, init_fraction=0.5)
+    codec = GaussianPile(**p)
+    enc = codec.encode(vol, info)
+    size = file_size(enc, vol.shape, vol.dtype, "gaussianpile")
+    assert size <= vol.nbytes / 6.0
+    n = codec.params["max_gaussians"]
+    assert codec.params["n_gaussians"] == round(0.5 * n)
+    assert 0 < enc.header["n"] <= n
+    # the budget fills the file: one more Gaussian of the fixed-width estimate would not fit
+    assert size + 2 * codec.bytes_per_gaussian() > 0.7 * vol.nbytes / 6.0
+    with pytest.raises(VolbenchError):
+        GaussianPile(target_ratio=0)
+    with pytest.raises(VolbenchError):
+        GaussianPile(init_fraction=1.5)

@@ -146,7 +146,7 @@ def test_target_bpp_solves_budget():
 def test_presets_and_params():
     assert VolMicro(preset="paper").params["iterations"] == 10_000
     assert VolMicro(preset="paper", iterations=7).params["iterations"] == 7
-    assert VolMicro().params["iterations"] == 60
+    assert VolMicro().params["iterations"] == 400
     assert VolMicro.uses_gpu
     with pytest.raises(VolbenchError):
         VolMicro(gate="knn")

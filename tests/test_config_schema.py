@@ -55,7 +55,7 @@ def test_invalid_config_fails_before_any_job(tmp_path, repo_root, label, cfg, ne
 
 
 def test_check_config_accepts_the_shipped_configs(repo_root):
-    for name in ("config/config.yaml", "tests/configs/tiny.yaml"):
+    for name in ("config/config.yaml", "config/full.yaml", "tests/configs/tiny.yaml"):
         check_config(yaml.safe_load((repo_root / name).read_text()))
 
 
@@ -63,7 +63,7 @@ def test_schema_accepts_the_shipped_configs_and_every_paper_option(repo_root):
     import jsonschema
 
     validator = jsonschema.Draft202012Validator(yaml.safe_load((repo_root / "workflow/schemas/config.schema.yaml").read_text()))
-    for name in ("config/config.yaml", "config/paper.yaml", "tests/configs/tiny.yaml"):
+    for name in ("config/config.yaml", "config/paper.yaml", "config/full.yaml", "tests/configs/tiny.yaml"):
         validator.validate(yaml.safe_load((repo_root / name).read_text()))
     paper = {"rd_metrics": ["psnr_2d", "ssim_fg"], "qualitative_bpv": 0.1, "qualitative_slice": {"a": 3},
              "bd_method": "akima", "bd_min_points": 3, "bd_min_overlap": 0.5}

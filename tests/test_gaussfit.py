@@ -232,3 +232,130 @@ def test_progress_history_csv(tmp_path):
     assert tuple(rows[0]) == history.COLUMNS and rows[0]["stage"] == "train"
     assert float(rows[0]["psnr"]) == pytest.approx(20.0) and rows[1]["psnr"] == "inf"
     assert rows[1]["stage"] == "decoded_file" and rows[1]["n_gaussians"] == "12"
+
+
+# -- densification conserves the rendered energy (focus-model notes, fact 6) ----------------------
+def _interior_gaussians(n=40, seed=0, depth=24, side=48):
+    g = torch.Generator().manual_seed(seed)
+    means = torch.rand(n, 3, generator=g) * torch.tensor([8.0 * 2, 20.0, 20.0]) + torch.tensor([8.0 * 2, 14.0, 14.0])
+    log_scales = torch.log(torch.rand(n, 3, generator=g) * 1.5 + 0.8)
+    quats = torch.randn(n, 4, generator=g)
+    opacity = torch.rand(n, generator=g) * 0.3 + 0.1
+    return means, log_scales, quats / quats.norm(dim=1, keepdim=True), opacity
+
+
+@pytest.mark.parametrize("mode", ["focus", "3dgs"])
+def test_densification_leaves_the_rendered_slices_nearly_unchanged(mode):
+    """Clone: the original and its clone at alpha / 2 render the same slices; split: the children's
+    opacities keep the energy of the rendered stack (3DGS copies alpha: clones double it, and in
+    3dgs mode splits at s / 1.6 keep 0.78 of it); the moment-matched split also keeps the shape."""
+    from volbench.gaussian_training import slicefit
+    from volbench.gaussian_training.gset import GaussianSet
+
+    D, H, W, sw, sz = 24, 48, 48, (2.0, 1.0, 1.0), 2.0
+    means, log_scales, quats, opacity = _interior_gaussians()
+    n = len(means)
+    p = dict(cutoff=4.0, opacity_threshold=1e-8, densify_grad_threshold=0.5, max_gaussians=10 * n, min_opacity=0.0)
+
+    def stack(gs):
+        return slicefit.render_stack(ops, gs.params, D, (H, W), sw, mode, sz, p, "cpu").double()
+
+    def fresh():
+        t = {"means": means, "log_scales": log_scales, "quats": quats, "opacity": slicefit._logit(opacity)}
+        return GaussianSet(t, {k: 0.01 for k in t})
+
+    for kind, pd, split in (("clone", 1e9, "sample"), ("split", 0.0, "sample"), ("split", 0.0, "moment")):
+        gs = fresh()
+        before = stack(gs)
+        hot = torch.zeros(n)
+        hot[: n // 2] = 1.0  # densify half of them
+        ev = slicefit._densify_and_prune(gs, hot, dict(p, percent_dense=pd, split=split), 1.0,
+                                         torch.Generator().manual_seed(1), True, mode, sz)
+        assert ev[{"clone": "cloned", "split": "split"}[kind]] == n // 2 and gs.n == n + n // 2
+        after = stack(gs)
+        energy = float(after.sum() / before.sum())
+        rel = float((after - before).norm() / before.norm())
+        if kind == "clone":
+            assert energy == pytest.approx(1.0, abs=1e-5) and rel < 1e-5, (mode, energy, rel)
+        else:
+            assert energy == pytest.approx(1.0, abs=0.02), (mode, split, energy)
+            if split == "moment":
+                assert rel < 0.15, (mode, rel)
+    # 3DGS copies alpha: a clone doubles the energy; two split children at the parent's alpha
+    # nearly double it in focus mode (2 pi alpha per slice whatever the scale) and keep ~0.7 of it
+    # in 3dgs mode (alpha s^2 in the plane, 2 / 1.6^2 = 0.78, times the axial change)
+    op = torch.tensor([0.4])
+    ls = torch.zeros(1, 3)
+    q = torch.tensor([[1.0, 0.0, 0.0, 0.0]])
+    parent = slicefit.stack_energy(ls, q, sz, mode)
+    child = slicefit.stack_energy(ls - math.log(slicefit.SPLIT_FACTOR), q, sz, mode)
+    ratio = float(2 * child / parent)
+    assert (ratio > 1.8) if mode == "focus" else (0.6 < ratio < 0.78)
+    assert float(2 * slicefit.split_opacity(op, parent, child) * child / parent) == pytest.approx(0.4, rel=1e-6)
+
+
+def test_volmicro_clone_and_split_conserve_voxelized_energy():
+    from volbench.gaussian_training import volfit
+    from volbench.gaussian_training.gset import GaussianSet
+
+    shape, spacing = (40, 40, 40), (1.0, 1.0, 1.0)
+    extent, L = volfit.geometry(shape, spacing)
+    pos = torch.tensor([[0.5, 0.5, 0.5], [0.4, 0.6, 0.5], [0.6, 0.45, 0.55]])
+    scale = torch.tensor([[0.01] * 3, [0.05, 0.03, 0.03], [0.04, 0.04, 0.02]])
+    inten = torch.tensor([0.6, 0.5, 0.4])
+    quat = torch.tensor([[1.0, 0, 0, 0], [0.9, 0.3, 0.1, 0.0], [1.0, 0, 0, 0]])
+    p = dict(grad_threshold=1e-4, size_threshold=0.02, max_gaussians=100, clone_std=0.01, split_offset=0.25,
+             split_factor=0.8, _extent=torch.tensor(extent, dtype=torch.float32), _L=L)
+
+    def total(gs):
+        P, S, Q, I = volfit._activated(gs)
+        with torch.no_grad():
+            return float(volfit.voxelize_unit(ops, P, S, Q, I, shape, spacing, 5.0).double().sum())
+
+    gs = GaussianSet({"pos": volfit._logit(pos), "scale": volfit._inv_softplus(scale), "quat": quat,
+                      "intensity": volfit._logit(inten)}, {k: 0.01 for k in ("pos", "scale", "quat", "intensity")})
+    before = total(gs)
+    ema, ev = volfit._densify(gs, torch.ones(3), p, torch.Generator().manual_seed(0))
+    assert ev == {"cloned": 1, "split": 2} and gs.n == 6
+    assert total(gs) == pytest.approx(before, rel=0.01)
+
+
+def test_grad_units_ndc_is_half_the_image_width_times_pixels():
+    from volbench.gaussian_training import slicefit
+
+    g = torch.tensor([[5.0, 3e-4, 4e-4]])
+    px = slicefit.grad_to_unit(g, (2.0, 1.0, 1.0), (96, 96), "pixel")
+    ndc = slicefit.grad_to_unit(g, (2.0, 1.0, 1.0), (96, 96), "ndc")
+    assert float(px) == pytest.approx(5e-4) and float(ndc) == pytest.approx(48 * 5e-4)
+    with pytest.raises(ValueError):
+        slicefit.grad_to_unit(g, (2.0, 1.0, 1.0), (96, 96), "world")
+
+
+@pytest.mark.parametrize("mode", ["focus", "3dgs"])
+def test_data_init_opacities_carry_the_volume_energy(mode):
+    """init_data: each Gaussian stands for an equal share of the energy; the initial render's
+    energy is that of the slices, and in the focus mode's low-count regime (alpha would exceed
+    0.99) the Gaussians are stretched along the scan axis instead."""
+    from volbench.gaussian_training import slicefit
+    from volumes import blobs
+
+    vol = blobs((16, 40, 40), seed=3, count=6, max_sigma=4.0).astype(np.float32) / 250.0
+    sw, sz = (2.0, 1.0, 1.0), 2.0
+    p = dict(min_init_scale=0.3, cutoff=3.0, opacity_threshold=1e-6)
+    init = slicefit.init_data(vol, sw, 400, p, torch.Generator().manual_seed(0), sz, mode)
+    r = slicefit.render_stack(ops, init, vol.shape[0], vol.shape[1:], sw, mode, sz, p, "cpu")
+    assert float(r.sum() / vol.sum()) == pytest.approx(1.0, abs=0.25)
+    # a bright dense volume and few Gaussians: capacity-limited, stretched along z
+    dense = np.full((12, 32, 32), 0.8, np.float32)
+    few = slicefit.init_data(dense, sw, 40, p, torch.Generator().manual_seed(0), sz, "focus")
+    s = few["log_scales"].exp()
+    assert float(torch.sigmoid(few["opacity"]).max()) <= 0.99 + 1e-6
+    assert bool((s[:, 0] > s[:, 1]).all())
+    r = slicefit.render_stack(ops, few, 12, (32, 32), sw, "focus", sz, p, "cpu")
+    # each Gaussian carries at most 2 pi alpha into a slice: 40 of them cannot reach 0.8 on 32 x 32
+    bound = 40 * 2 * math.pi * 0.99 / (32 * 32)
+    assert 0.5 * bound < float(r[4:8].mean()) <= bound
+    flat = dict(few, log_scales=few["log_scales"].clone())
+    flat["log_scales"][:, 0] = flat["log_scales"][:, 1]  # the same Gaussians, not stretched
+    r_flat = slicefit.render_stack(ops, flat, 12, (32, 32), sw, "focus", sz, p, "cpu")
+    assert float(r[4:8].mean()) > 1.25 * float(r_flat[4:8].mean())

@@ -143,3 +143,14 @@ def test_default_dry_run_lists_every_cell(repo_root, tmp_path):
         for codec, entry in cfg["codecs"].items():
             for rp in entry["rate_points"]:
                 assert f"results/metrics/{ds}/{codec}/{point_label(rp)}/metrics.json" in out
+
+
+def test_full_config_dry_run_lists_every_cell(repo_root, tmp_path):
+    """config/full.yaml (longer Gaussian schedules, a larger neuron) plans every cell."""
+    cfg = yaml.safe_load((repo_root / "config/full.yaml").read_text())
+    n = len(cfg["datasets"]) * sum(len(c["rate_points"]) for c in cfg["codecs"].values())
+    r = _snake(repo_root, tmp_path, "-n", "--replace-workflow-config", configfile=repo_root / "config/full.yaml")
+    out = r.stdout + r.stderr
+    for rule in ("encode", "decode", "score"):
+        assert re.search(rf"^{rule}\s+{n}\s*$", out, re.M), out[-3000:]
+    assert "results/metrics/neuron_large/gaussianpile/target_ratio-18/metrics.json" in out

@@ -67,6 +67,10 @@ class GaussianCodec(Codec):
         for key in ("iterations", "n_gaussians", "max_gaussians"):
             if int(p[key]) < 1:
                 raise VolbenchError(f"codec {self.name}: {key} must be >= 1, got {p[key]}")
+        if p.get("target_ratio") is not None and not float(p["target_ratio"]) > 0:
+            raise VolbenchError(f"codec {self.name}: target_ratio must be > 0 (original bytes / file bytes) or null")
+        if p.get("init_fraction") is not None and not 0 < float(p["init_fraction"]) <= 1:
+            raise VolbenchError(f"codec {self.name}: init_fraction must be in (0, 1] or null")
         self.check_more()
 
     def check_more(self) -> None:
@@ -143,11 +147,10 @@ class GaussianCodec(Codec):
     def fixed_payload_bytes(self) -> int:
         return 0
 
-    def params_for_target(self, target_bpp: float, volume: np.ndarray, info: VolumeInfo,
-                          tolerance: float = 0.05):
-        """Solve the Gaussian budget from the bytes per Gaussian and the header, train once."""
+    def gaussians_for_bytes(self, budget: float, volume: np.ndarray, info: VolumeInfo, what: str) -> int:
+        """The Gaussian budget of a file of at most `budget` bytes: floor((budget - container and
+        header bytes) / bytes_per_gaussian)."""
         nvox = int(volume.size)
-        budget = target_bpp * nvox / 8.0
         per = self.bytes_per_gaussian()
         n = 1
         for _ in range(3):  # the header's length depends (weakly) on the digits of n
@@ -156,12 +159,48 @@ class GaussianCodec(Codec):
             n = int(math.floor((budget - over) / per))
             if n < 1:
                 raise VolbenchError(
-                    f"{info.name}: codec {self.name} cannot reach {target_bpp} bpp: the header alone takes "
-                    f"{8 * over / nvox:.4g} bpp; ask for a larger target_bpp"
+                    f"{info.name}: codec {self.name} cannot reach {what}: the header alone takes "
+                    f"{8 * over / nvox:.4g} bpp; ask for a larger budget"
                 )
+        return n
+
+    def budget_params(self, n: int) -> dict[str, Any]:
+        """The parameters for a budget of n Gaussians: max_gaussians = n, and n_gaussians =
+        init_fraction x n when init_fraction is set, else min(n_gaussians, n)."""
         params = dict(self.params)
         params["max_gaussians"] = n
-        params["n_gaussians"] = min(int(params["n_gaussians"]), n)
+        frac = params.get("init_fraction")
+        params["n_gaussians"] = max(1, int(round(float(frac) * n))) if frac else min(int(params["n_gaussians"]), n)
+        return params
+
+    def encode(self, volume: np.ndarray, info: VolumeInfo) -> Encoded:
+        """Train and write the file; with ``target_ratio`` (original bytes / file bytes, the way
+        seed 000 Table 2 reports rates) the Gaussian budget is solved from the file format first,
+        as for target_bpp, and the file trimmed to the budget if it comes out larger."""
+        ratio = self.params.get("target_ratio")
+        if not ratio:
+            return self.train_encode(volume, info)
+        budget = math.floor(volume.nbytes / float(ratio))
+        n = self.gaussians_for_bytes(budget, volume, info, f"compression ratio {ratio}")
+        self.params = self.budget_params(n)
+        enc = self.train_encode(volume, info)
+        enc, trimmed = self.fit_to_bytes(enc, int(budget), volume, info)
+        if trimmed:
+            log.warning("codec %s: %d of %d Gaussians dropped to fit compression ratio %s", self.name, trimmed,
+                        trimmed + int(enc.header.get("n", 0)), ratio)
+        return enc
+
+    def train_encode(self, volume: np.ndarray, info: VolumeInfo) -> Encoded:
+        raise NotImplementedError
+
+    def params_for_target(self, target_bpp: float, volume: np.ndarray, info: VolumeInfo,
+                          tolerance: float = 0.05):
+        """Solve the Gaussian budget from the bytes per Gaussian and the header, train once."""
+        nvox = int(volume.size)
+        budget = target_bpp * nvox / 8.0
+        per = self.bytes_per_gaussian()
+        n = self.gaussians_for_bytes(budget, volume, info, f"{target_bpp} bpp")
+        params = dict(self.budget_params(n), target_ratio=None)
         codec = type(self)(**params)
         enc = codec.encode(volume, info)
         enc, trimmed = codec.fit_to_bytes(enc, int(math.floor(budget)), volume, info)
@@ -225,34 +264,38 @@ def header_float(header: dict, key: str, source: str) -> float:
 # -- the slice codec of gaussianpile and gs3d_slice ----------------------------------------------
 FORMAT_VERSION = 1
 #: assumed compressed / fixed-width size ratio of the quantised streams (rate control only)
-LZMA_RATIO_ESTIMATE = 0.5
+LZMA_RATIO_ESTIMATE = 1.0
 
 SHARED = {
     "position_lr": 6e-4, "opacity_lr": 2e-2, "scale_lr": 2e-3, "rotation_lr": 1e-3, "lr_final_factor": 0.1,
     "lambda_dssim": 0.2, "min_opacity": 0.02, "percent_dense": 0.01, "init_opacity": 0.1, "init_threshold": 0.05,
-    "init_calibrate": False,
+    "init_calibrate": False, "target_ratio": None, "init_fraction": None, "densify_grad_unit": "pixel", "split": "sample",
     "min_init_scale": 0.3, "cutoff": 3.0, "opacity_threshold": 1e-4, "sigma_z": None,
     "quantize": True, "position_bits": 14, "opacity_bits": 12, "scale_bits": 12, "rotation_bits": 12,
 }
 #: the fixed-choice parameters of both slice codecs (besides "preset")
-SLICE_CHOICES = {"quantize": (True, False), "init": ("random", "grid")}
+SLICE_CHOICES = {"quantize": (True, False), "init": ("random", "grid", "data"), "densify_grad_unit": ("pixel", "ndc"), "split": ("sample", "moment")}
 
 
-def slice_presets(**base: Any) -> dict[str, dict[str, Any]]:
+def slice_presets(demo: dict[str, Any] | None = None, **base: Any) -> dict[str, dict[str, Any]]:
     """The "paper" and "demo" presets of a slice codec: SHARED, then the codec's own values
-    `base` (initialisation), then the schedule, which gaussianpile and gs3d_slice share."""
+    `base` (initialisation; `demo` overrides them in the demo preset), then the schedule, which
+    gaussianpile and gs3d_slice share (docs/gaussian-codecs.md, "Presets")."""
     return {
-        # seed 000 sec. 5.1: 30k iterations, M = 1000k, adaptive control 500..25000 every 100
+        # seed 000 sec. 5.1: 30k iterations, M = 1000k, adaptive control 500..25000 every 100 with
+        # the gradient threshold 0.00005 in 3DGS's screen-space (NDC) unit, learning rates decaying
+        # to 0.1x
         "paper": dict(SHARED, **base, iterations=30_000, n_gaussians=1_000_000, max_gaussians=3_000_000,
                       densify_from=500, densify_until=25_000, densify_interval=100, densify_grad_threshold=5e-5,
-                      log_every=500, eval_slices=16),
-        # the small default (CPU twin, 24..32 x 96 x 96 in well under a minute of 2 cores): 40
-        # iterations, 400..800 Gaussians, learning rates x3 (position, scale, rotation) and x2.5
-        # (opacity) so that so few iterations move the Gaussians; everything else as the paper
-        "demo": dict(SHARED, **base, iterations=40, n_gaussians=400, max_gaussians=800,
-                     position_lr=2e-3, opacity_lr=5e-2, scale_lr=6e-3, rotation_lr=3e-3,
-                     densify_from=10, densify_until=30, densify_interval=5, densify_grad_threshold=5e-5,
-                     log_every=10, eval_slices=4),
+                      densify_grad_unit="ndc", log_every=500, eval_slices=16),
+        # the default (CPU twin, 24..32 x 96 x 96, seconds to tens of seconds a cell): 600
+        # iterations; with a budget (target_ratio / target_bpp) training starts from 60 % of it and
+        # densifies up to it; learning rates 12-13x the paper's (10x opacity) decaying to 0.02x, so
+        # that 600 iterations (the paper: 30k) reach a plateau; the paper's threshold and unit
+        "demo": dict(SHARED, **{**base, **(demo or {})}, iterations=600, n_gaussians=1200, max_gaussians=2000,
+                     init_fraction=0.6, position_lr=8e-3, opacity_lr=0.2, scale_lr=2.4e-2, rotation_lr=1.2e-2,
+                     lr_final_factor=0.02, densify_from=50, densify_until=450, densify_interval=25,
+                     densify_grad_threshold=5e-5, densify_grad_unit="ndc", log_every=20, eval_slices=4),
     }
 
 
@@ -299,19 +342,22 @@ class SliceGaussianCodec(GaussianCodec):
             return float(info.sigma_z)
         return float(info.spacing[0])
 
-    def initial(self, vol01, spacing_w, n, gen):
-        if self.params.get("init", self.init_kind) == "grid":
+    def initial(self, vol01, spacing_w, n, gen, sigma_w):
+        kind = self.params.get("init", self.init_kind)
+        if kind == "grid":
             return slicefit.init_grid(vol01, spacing_w, n, self.params, gen)
+        if kind == "data":
+            return slicefit.init_data(vol01, spacing_w, n, self.params, gen, sigma_w, self.render_mode)
         return slicefit.init_random(vol01, spacing_w, n, self.params, gen)
 
     # -- encode -----------------------------------------------------------------------------------
-    def encode(self, volume: np.ndarray, info: VolumeInfo) -> Encoded:
+    def train_encode(self, volume: np.ndarray, info: VolumeInfo) -> Encoded:
         ops, device, gen, vmin, vmax, vol01 = self._setup(volume, info)
         p = self.params
         spacing_w, unit = slicefit.world_spacing(info.spacing)
         sigma_w = self.sigma_z_physical(info) / unit
         n0 = max(1, min(int(p["n_gaussians"]), int(p["max_gaussians"])))
-        init = self.initial(vol01, spacing_w, n0, gen)
+        init = self.initial(vol01, spacing_w, n0, gen, sigma_w)
         if p.get("init_calibrate"):
             init = slicefit.calibrate_opacity(ops, init, vol01, spacing_w, sigma_w, self.render_mode, p, device)
         prog = Progress(f"{self.name} {info.name}", int(p["iterations"]), info.workdir, bool(p["progress"]))

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from ._gaussian import SLICE_CHOICES, SliceGaussianCodec, slice_presets
 
-PRESETS = slice_presets(init="random")
+PRESETS = slice_presets(init="random", demo={"init": "data"})
 
 
 class GaussianPile(SliceGaussianCodec):

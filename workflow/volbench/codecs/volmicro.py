@@ -24,6 +24,8 @@ _SHARED = {
     "lr": 0.01, "w_base": 1.0, "w_edge": 2.0, "lambda_sparse": 1e-3, "lambda_scale": 1e-3,
     "s_min": 1e-4, "s_max": 0.1, "size_threshold": 0.02, "prune_threshold": 1e-3, "grad_ema": 0.95,
     "clone_std": 0.01, "split_factor": 0.8, "split_offset": 0.25, "init_intensity": 0.1, "cutoff": 3.0,
+    "target_ratio": None, "init_fraction": None, "clamp_scales": False,
+    "lr_final_factor": 1.0, "init_knn_factor": 1.0,
 }
 PRESETS = {
     # seed 001 Table 7 (and sec. 4.1): 10k iterations, N0 = 5000, densify every 100 iterations
@@ -32,12 +34,15 @@ PRESETS = {
                   init_scale=0.01, sample_ratio=0.3, gate_iterations=1000, gate_batch=65_536,
                   densify_from=500, densify_until=3500, densify_interval=100, grad_threshold=1e-4,
                   log_every=100, crop=None),
-    # the small default: well under a minute per cell for a 24..32 x 96 x 96 volume on 2 CPU cores
-    # (the PyTorch twin): 60 iterations on random 32^3 crops, a short gate pre-training
-    "demo": dict(_SHARED, iterations=60, n_gaussians=300, max_gaussians=600, init="uniform",
-                 init_scale=None, sample_ratio=1.0, gate_iterations=100, gate_batch=8192,
-                 densify_from=20, densify_until=45, densify_interval=5, grad_threshold=2e-5,
-                 log_every=10, crop=32),
+    # the default (CPU twin, 24..32 x 96 x 96, seconds to tens of seconds a cell): 400 iterations
+    # on the whole volume; with a budget (target_bpp / target_ratio) training starts from 60 % of
+    # it, placed and weighted from the data (init: data), and densifies up to it; scales projected
+    # into [s_min, s_max] instead of pruning the oversized; lr 0.03 decaying to 0.1x; a short gate
+    # pre-training
+    "demo": dict(_SHARED, iterations=400, n_gaussians=300, max_gaussians=600, init="data", init_fraction=0.6,
+                 init_scale=None, sample_ratio=1.0, gate_iterations=100, gate_batch=8192, lr=0.03,
+                 lr_final_factor=0.1, clamp_scales=True, densify_from=50, densify_until=300, densify_interval=25,
+                 grad_threshold=2e-5, log_every=10, crop=None, init_knn_factor=0.5),
 }
 
 
@@ -47,7 +52,7 @@ class VolMicro(GaussianCodec):
     table_order = 70
     PRESETS = PRESETS
     defaults = {"preset": "demo", **PRESETS["demo"], "progress": True}
-    CHOICES = {"gate": ("mlp", "threshold", "none"), "init": ("uniform", "occupied"), "preset": tuple(PRESETS)}
+    CHOICES = {"gate": ("mlp", "threshold", "none"), "init": ("uniform", "occupied", "data"), "preset": tuple(PRESETS)}
 
     def check_more(self) -> None:
         p = self.params
@@ -64,7 +69,7 @@ class VolMicro(GaussianCodec):
         return _header(n, vmin, vmax, info.spacing, float(self.params["cutoff"]))
 
     # -- encode -----------------------------------------------------------------------------------
-    def encode(self, volume: np.ndarray, info: VolumeInfo) -> Encoded:
+    def train_encode(self, volume: np.ndarray, info: VolumeInfo) -> Encoded:
         ops, device, gen, vmin, vmax, vol01 = self._setup(volume, info)
         p = self.params
         spacing = tuple(float(s) for s in info.spacing)

@@ -21,6 +21,8 @@ from . import losses
 from .gset import GaussianSet, cap_growth
 
 _EPS = 1e-4
+#: the largest initial opacity of init_data
+_A_MAX = 0.99
 
 
 def world_spacing(spacing) -> tuple[tuple[float, float, float], float]:
@@ -62,6 +64,51 @@ def init_grid(vol01: np.ndarray, spacing_w, n: int, p: dict, gen: torch.Generato
     op = (vals * float(p["init_opacity"]) / max(float(vol01.max()), 1e-6)).clamp(0.02, 0.99) \
         if p.get("init_opacity_from_volume", True) else torch.full((len(idx),), float(p["init_opacity"]))
     return _finish(means, op, p)
+
+
+def init_data(vol01: np.ndarray, spacing_w, n: int, p: dict, gen: torch.Generator, sigma_z_w: float,
+              mode: str) -> dict[str, torch.Tensor]:
+    """Data-driven start for a small budget (volbench's choice; the paper's random start needs
+    M ~ 1000k): n voxel centres drawn with probability proportional to the normalised intensity
+    (with replacement, then jittered uniformly within the voxel), so each Gaussian stands for an
+    equal share E / n of the volume's energy E = sum(V) dz dy dx (world units); isotropic scale =
+    mean distance to the 3 nearest neighbours (3DGS); identity rotation; opacity from that share:
+    a Gaussian of scale s renders a slice-summed energy of (2 pi)^(3/2) alpha sqrt(s^2 +
+    sigma_z^2) / dz in focus mode, and (2 pi)^(3/2) alpha s^2 sqrt(s^2 + sigma_z^2) / dz in 3dgs
+    mode, hence alpha = (E / n) / ((2 pi)^(3/2) sqrt(s_z^2 + sigma_z^2)) (focus; / s^2 more in
+    3dgs), clamped to [0.02, 0.99]. Focus mode, low-count regime: where that alpha would exceed
+    0.99 (the share is more than one Gaussian can carry at scale s, focus-model notes fact 5),
+    the Gaussian is stretched along the scan axis instead (s_z such that alpha = 0.99)."""
+    v = np.clip(np.asarray(vol01, dtype=np.float64), 0.0, None)
+    w = v.ravel()
+    total = float(w.sum())
+    if total <= 0:
+        w = np.ones_like(w)
+        total = float(w.size)
+    prob = torch.from_numpy(w / w.sum())
+    pick = torch.multinomial(prob, n, replacement=True, generator=gen)
+    zyx = torch.stack(torch.unravel_index(pick, tuple(vol01.shape)), -1).double()
+    jitter = torch.rand(n, 3, generator=gen, dtype=torch.float64) - 0.5
+    sw = torch.tensor(spacing_w, dtype=torch.float64)
+    hi = torch.tensor([s - 1 for s in vol01.shape], dtype=torch.float64)
+    means = (zyx + jitter).clamp(torch.zeros(3, dtype=torch.float64), hi) * sw
+    out = _finish(means, torch.full((n,), 0.5, dtype=torch.float64), p)
+    s = out["log_scales"][:, 0].double().exp()
+    share = total * float(np.prod(spacing_w)) / n
+    c = (2 * math.pi) ** 1.5
+    sz2 = float(sigma_z_w) ** 2
+    if mode == "focus":
+        # capacity: alpha <= A_MAX needs sqrt(s_z^2 + sigma_z^2) >= share / (c A_MAX); a Gaussian
+        # whose share exceeds that is stretched along the scan axis (local axis 0 = z under the
+        # identity rotation), which keeps its in-plane resolution
+        need = share / (c * _A_MAX)
+        s_z = s.clamp(min=math.sqrt(max(need * need - sz2, 0.0)))
+        out["log_scales"][:, 0] = torch.log(s_z).float()
+        alpha = share / (c * torch.sqrt(s_z * s_z + sz2))
+    else:
+        alpha = share / (c * s * s * torch.sqrt(s * s + sz2))
+    out["opacity"] = _logit(alpha.clamp(0.02, _A_MAX).float())
+    return out
 
 
 def _finish(means: torch.Tensor, op: torch.Tensor, p: dict) -> dict[str, torch.Tensor]:
@@ -129,10 +176,63 @@ def render_stack(ops, g: dict, depth: int, image_shape, spacing_w, mode, sigma_z
     return torch.cat(outs, 0)
 
 
+#: scale factor of 3DGS's split children (their scales are divided by it)
+SPLIT_FACTOR = 1.6
+
+
+def stack_energy(log_scales: torch.Tensor, quats: torch.Tensor, sigma_z: float, mode: str) -> torch.Tensor:
+    """Energy (sum over all axial slices of the rendered values) of each Gaussian per unit of
+    opacity, up to a constant common to all Gaussians (2 pi sqrt(2 pi) / dz) and up to the
+    cutoffs. With S the world covariance, z the scan axis:
+    mode "focus": a Gaussian carries 2 pi alpha opacity_r into a slice whatever its in-plane
+    scale (eq. 9 normalises by sqrt(det S_2d); focus-model notes, fact 5) and opacity_r is a
+    Gaussian of the slice position of variance S_zz + sigma_z^2: energy ~ sqrt(S_zz + sigma_z^2).
+    mode "3dgs": peak = alpha (no normalisation), in-plane energy 2 pi alpha sqrt(det S_xy), depth
+    attenuation of variance S_zz + sigma_z^2: energy ~ sqrt(det S_xy) sqrt(S_zz + sigma_z^2)
+    (~ s^3; ~ s^2 in the plane: a split at s / 1.6 keeps 2 / 1.6^2 = 0.78 of it at equal alpha)."""
+    S = quat_to_rotmat(quats.double())
+    S = (S * torch.exp(2 * log_scales.double())[:, None, :]) @ S.transpose(-1, -2)
+    e = torch.sqrt(S[:, 0, 0] + float(sigma_z) ** 2)
+    if mode == "3dgs":
+        e = e * torch.sqrt((S[:, 1, 1] * S[:, 2, 2] - S[:, 1, 2] ** 2).clamp_min(0.0))
+    elif mode != "focus":
+        raise ValueError(mode)
+    return e
+
+
+def split_opacity(op: torch.Tensor, parent: torch.Tensor, child: torch.Tensor) -> torch.Tensor:
+    """Opacity of each of two split children such that the pair renders the parent's energy:
+    alpha_child = alpha parent_energy / (2 child_energy) (stack_energy per unit alpha), capped at
+    1 - 1e-4 (opacity is a sigmoid; in 3dgs mode a split of alpha > ~0.5 loses energy)."""
+    return (op.double() * parent / (2.0 * child)).clamp(max=1.0 - _EPS).to(op.dtype)
+
+
+def grad_to_unit(grad: torch.Tensor, spacing_w, image_shape, unit: str) -> torch.Tensor:
+    """Norm of the in-plane position gradient (N,3 world units, (z, y, x)) in the unit of the
+    densification threshold: "pixel" = dL/d(pixel position); "ndc" = 3DGS's screen-space
+    gradient, dL/d(normalised device coordinates) = dL/d(pixel) x (W/2, H/2) (3DGS's
+    backward multiplies by 0.5 W and 0.5 H), the unit of seed 000's threshold 0.00005."""
+    g = grad[:, 1:] * torch.tensor([spacing_w[1], spacing_w[2]], dtype=grad.dtype, device=grad.device)
+    if unit == "ndc":
+        H, W = (int(s) for s in image_shape)
+        g = g * torch.tensor([0.5 * H, 0.5 * W], dtype=grad.dtype, device=grad.device)
+    elif unit != "pixel":
+        raise ValueError(f"densify_grad_unit must be 'pixel' or 'ndc', got {unit!r}")
+    return g.norm(dim=1)
+
+
 def _densify_and_prune(gs: GaussianSet, avg: torch.Tensor, p: dict, L: float, gen: torch.Generator,
-                       densify: bool) -> dict:
-    """3DGS adaptive control: clone small / split large Gaussians whose mean in-plane position
-    gradient exceeds the threshold, then prune opacity < min_opacity; capped at max_gaussians."""
+                       densify: bool, mode: str = "focus", sigma_z: float = 1.0) -> dict:
+    """3DGS adaptive control, energy-conserving: Gaussians whose mean in-plane position gradient
+    exceeds the threshold are cloned (max scale <= percent_dense L) or split (larger), then
+    opacity < min_opacity is pruned; capped at max_gaussians (highest gradients first).
+    Under additive rendering 3DGS's copying of the opacity doubles the local intensity
+    (focus-model notes, fact 6), so here: a clone and its original get alpha / 2 each (the slices
+    are unchanged); split children get split_opacity (the rendered stack keeps its energy).
+    split "sample" (3DGS): two children drawn from N(mu, S), scales / 1.6. split "moment": two
+    children at mu +- 0.78 s_1 v_1 along the major axis v_1, whose scale becomes s_1 / 1.6, the
+    other scales kept: the pair has the parent's mean and covariance, so the rendered slices
+    barely change (volbench's choice for short schedules)."""
     ev = {"cloned": 0, "split": 0, "pruned": 0}
     with torch.no_grad():
         g = gs.detached()
@@ -145,17 +245,38 @@ def _densify_and_prune(gs: GaussianSet, avg: torch.Tensor, p: dict, L: float, ge
             clone, split = cap_growth(clone, split, avg, int(p["max_gaussians"]) - n)
             new = {k: [] for k in g}
             if clone.any():
+                half = _logit(torch.sigmoid(g["opacity"][clone]) * 0.5)
                 for k in g:
-                    new[k].append(g[k][clone])
+                    new[k].append(half if k == "opacity" else g[k][clone])
+                # the original keeps half too (rows changed in place: same Adam state)
+                gs["opacity"].data[clone] = half
             if split.any():
                 R = quat_to_rotmat(g["quats"][split])
-                s = g["log_scales"][split].exp()
-                for _ in range(2):
-                    z = torch.randn(s.shape, generator=gen).to(s) * s
-                    new["means"].append(g["means"][split] + (R @ z[..., None])[..., 0])
-                    new["log_scales"].append(g["log_scales"][split] - math.log(0.8 * 2))
+                ls = g["log_scales"][split]
+                s = ls.exp()
+                how = str(p.get("split", "sample"))
+                if how == "moment":
+                    major = s.argmax(1)
+                    rows = torch.arange(len(s), device=s.device)
+                    child_ls = ls.clone()
+                    child_ls[rows, major] = ls[rows, major] - math.log(SPLIT_FACTOR)
+                    v = R[rows, :, major]  # (K,3) the major axis in world coordinates
+                    off = (math.sqrt(1.0 - 1.0 / SPLIT_FACTOR ** 2) * s[rows, major])[:, None] * v
+                    offsets = [off, -off]
+                else:
+                    child_ls = ls - math.log(SPLIT_FACTOR)
+                    offsets = []
+                    for _ in range(2):
+                        z = torch.randn(s.shape, generator=gen).to(s) * s
+                        offsets.append((R @ z[..., None])[..., 0])
+                parent_e = stack_energy(ls, g["quats"][split], sigma_z, mode)
+                child_e = stack_energy(child_ls, g["quats"][split], sigma_z, mode)
+                child_op = _logit(split_opacity(torch.sigmoid(g["opacity"][split]), parent_e, child_e))
+                for off in offsets:
+                    new["means"].append(g["means"][split] + off)
+                    new["log_scales"].append(child_ls)
                     new["quats"].append(g["quats"][split])
-                    new["opacity"].append(g["opacity"][split])
+                    new["opacity"].append(child_op)
             ev["cloned"], ev["split"] = int(clone.sum()), int(split.sum())
             if split.any():
                 gs.keep(~split)
@@ -187,6 +308,7 @@ def train(ops, vol01: np.ndarray, spacing_w, sigma_z_w: float, mode: str, init: 
     peak_n = gs.n
     eval_idx = np.unique(np.linspace(0, D - 1, min(D, int(p["eval_slices"]))).round().astype(int))
     lam = float(p["lambda_dssim"])
+    unit = str(p.get("densify_grad_unit", "pixel"))
     running = []
     for it in range(1, iters + 1):
         gs.set_lr_factor(float(p["lr_final_factor"]) ** ((it - 1) / max(iters - 1, 1)))
@@ -197,7 +319,7 @@ def train(ops, vol01: np.ndarray, spacing_w, sigma_z_w: float, mode: str, init: 
         loss.backward()
         with torch.no_grad():
             gr = gs["means"].grad
-            gnorm = gr[:, 1:].norm(dim=1) if gr is not None else torch.zeros_like(accum)
+            gnorm = grad_to_unit(gr, spacing_w, (H, W), unit) if gr is not None else torch.zeros_like(accum)
             accum += gnorm
             count += (gnorm > 0).float()
         gs.opt.step()
@@ -211,7 +333,7 @@ def train(ops, vol01: np.ndarray, spacing_w, sigma_z_w: float, mode: str, init: 
         lo, hi, interval = int(p["densify_from"]), int(p["densify_until"]), int(p["densify_interval"])
         if lo <= it <= hi and it % interval == 0 and it < iters:
             avg = accum / count.clamp_min(1)
-            ev = _densify_and_prune(gs, avg, p, L, gen, densify=True)
+            ev = _densify_and_prune(gs, avg, p, L, gen, densify=True, mode=mode, sigma_z=sigma_z_w)
             for key in ev_all:
                 ev_all[key] += ev[key]
             peak_n = max(peak_n, gs.n)

@@ -60,6 +60,53 @@ def _activated(gs: GaussianSet):
     return pos, scale, quat, inten
 
 
+def _init_data(n0: int, p: dict, vol01: np.ndarray, spacing, extent, L, mask: torch.Tensor,
+               gen: torch.Generator, device):
+    """Data-driven start for a small budget (volbench's choice, see docs): n0 voxels of the
+    occupied set drawn with probability proportional to the normalised intensity, jittered within
+    the voxel, so each Gaussian stands for an equal share E / n0 of the occupied energy E =
+    sum_O V dz dy dx (physical units); isotropic scale = mean distance to the 3 nearest neighbours
+    (3DGS), within [10 s_min, s_max / 2] (units of L); intensity from the share: a Gaussian of
+    amplitude w and scale s voxelizes to an energy w (2 pi)^(3/2) s^3, so w = (E / n0) / ((2 pi)^(3/2)
+    s^3), clamped to [0.01, 0.99]; where the share needs w > 0.99 (the low-count regime of a
+    dense volume) the scale grows instead, up to s_max."""
+    shape = tuple(int(s) for s in vol01.shape)
+    v = torch.from_numpy(np.clip(np.asarray(vol01, dtype=np.float64), 0.0, None)) * mask.cpu().double()
+    w = v.reshape(-1)
+    if float(w.sum()) <= 0:
+        w = mask.cpu().double().reshape(-1) + 1e-12
+    pick = torch.multinomial(w / w.sum(), n0, replacement=True, generator=gen)
+    zyx = torch.stack(torch.unravel_index(pick, shape), -1).double()
+    denom = torch.tensor([max(int(s) - 1, 1) for s in shape], dtype=torch.float64)
+    pos = ((zyx + torch.rand(n0, 3, generator=gen, dtype=torch.float64) - 0.5) / denom).clamp(0.001, 0.999)
+    world = pos * torch.as_tensor(extent, dtype=torch.float64)
+    vox = float(np.prod([float(x) for x in spacing]))
+    share = float((v.sum() * vox) / n0)
+    c = (2 * np.pi) ** 1.5
+    lo, hi = 10 * float(p["s_min"]), 0.999 * float(p["s_max"])
+    if n0 > 1:
+        from scipy.spatial import cKDTree
+
+        k = min(4, n0)
+        d, _ = cKDTree(world.numpy()).query(world.numpy(), k=k)
+        dist = float(p.get("init_knn_factor", 1.0)) * torch.from_numpy(np.asarray(d)[:, 1:].mean(1)) / L
+    else:
+        dist = torch.full((n0,), hi, dtype=torch.float64)
+    s0 = dist.clamp(lo, hi)
+    s_cap = (share / (c * 0.99)) ** (1.0 / 3.0) / L  # the scale at which w = 0.99 carries the share
+    s0 = torch.maximum(s0, torch.full_like(s0, min(s_cap, 0.999 * float(p["s_max"]))))
+    inten = (share / (c * (s0 * L) ** 3)).clamp(0.01, 0.99)
+    quat = torch.zeros(n0, 4)
+    quat[:, 0] = 1.0
+    tensors = {
+        "pos": _logit(pos.float()),
+        "scale": _inv_softplus(s0[:, None].repeat(1, 3).float()),
+        "quat": quat,
+        "intensity": _logit(inten.float()),
+    }
+    return {k: v.to(device) for k, v in tensors.items()}, float(s0.median())
+
+
 def _init(n0: int, p: dict, shape, extent, L, mask: torch.Tensor, gen: torch.Generator, device):
     if p["init"] == "occupied":
         idx = torch.nonzero(mask.reshape(-1)).reshape(-1).cpu()
@@ -87,9 +134,12 @@ def _init(n0: int, p: dict, shape, extent, L, mask: torch.Tensor, gen: torch.Gen
 
 
 def _densify(gs: GaussianSet, ema: torch.Tensor, p: dict, gen: torch.Generator) -> tuple[torch.Tensor, dict]:
-    """Clone small / split large high-gradient Gaussians (seed 001 sec. 3.4), up to max_gaussians."""
+    """Clone small / split large high-gradient Gaussians (seed 001 sec. 3.4), up to max_gaussians,
+    conserving the voxelized energy w (2 pi)^(3/2) s1 s2 s3 of each: a clone and its original get
+    w / 2 each (the paper copies w, which doubles the local intensity of an additive mixture), the
+    two split children (scales x split_factor) w / (2 split_factor^3) each."""
     with torch.no_grad():
-        pos, scale, quat, _ = _activated(gs)
+        pos, scale, quat, inten = _activated(gs)
         n = gs.n
         smax = scale.max(1).values
         hot = ema > float(p["grad_threshold"])
@@ -104,20 +154,26 @@ def _densify(gs: GaussianSet, ema: torch.Tensor, p: dict, gen: torch.Generator) 
         if nc:
             noise = torch.randn(nc, 3, generator=gen).to(pos) * float(p["clone_std"])
             new["pos"].append(_logit(pos[clone] + noise))
-            for k in ("scale", "quat", "intensity"):
+            half = _logit(inten[clone] * 0.5)
+            for k in ("scale", "quat"):
                 new[k].append(raw[k][clone])
+            new["intensity"].append(half)
+            gs["intensity"].data[clone] = half  # the original keeps half too
         if ns:
             R = quat_to_rotmat(quat[split])
             off = (R @ (float(p["split_offset"]) * scale[split])[..., None])[..., 0]
             # offsets are in units of L; positions are per-axis unit-cube coordinates
             ext = p["_extent"].to(pos)
             off_u = off * p["_L"] / torch.where(ext > 0, ext, torch.ones_like(ext))
-            child_scale = _inv_softplus(scale[split] * float(p["split_factor"]))
+            f = float(p["split_factor"])
+            child_scale = _inv_softplus(scale[split] * f)
+            # voxelized energy w (2 pi)^(3/2) s1 s2 s3: each child w / (2 f^3) keeps the pair's
+            child_w = _logit((inten[split] / (2.0 * f ** 3)).clamp(max=1.0 - _EPS))
             for sign in (1.0, -1.0):
                 new["pos"].append(_logit(pos[split] + sign * off_u))
                 new["scale"].append(child_scale)
                 new["quat"].append(raw["quat"][split])
-                new["intensity"].append(raw["intensity"][split])
+                new["intensity"].append(child_w)
         gs.keep(~split)
         ema = ema[~split]
         add = {k: torch.cat(v, 0) for k, v in new.items()}
@@ -148,7 +204,10 @@ def train(ops, vol01: np.ndarray, spacing, p: dict, device, gen: torch.Generator
     mask, stats = gate_mod.occupancy_mask(p["gate"], target, p, gen)
     p = dict(p, _extent=torch.as_tensor(extent, dtype=torch.float32), _L=L)
     n0 = max(1, min(int(p["n_gaussians"]), int(p["max_gaussians"])))
-    tensors, s0 = _init(n0, p, shape, extent, L, mask, gen, device)
+    if p["init"] == "data":
+        tensors, s0 = _init_data(n0, p, vol01, spacing, extent, L, mask, gen, device)
+    else:
+        tensors, s0 = _init(n0, p, shape, extent, L, mask, gen, device)
     stats["init_scale"] = s0
     lr = float(p["lr"])
     gs = GaussianSet(tensors, {k: lr for k in tensors})
@@ -159,7 +218,14 @@ def train(ops, vol01: np.ndarray, spacing, p: dict, device, gen: torch.Generator
     crop = p.get("crop")
     alpha = float(p["grad_ema"])
     peak_n, events = n0, {"cloned": 0, "split": 0, "pruned": 0}
+    s_lo = s_hi = None
+    if p.get("clamp_scales"):
+        s_lo = float(_inv_softplus(torch.tensor(float(p["s_min"]))))
+        s_hi = float(_inv_softplus(torch.tensor(float(p["s_max"]) * (1 - 1e-3))))
+    lr_final = float(p.get("lr_final_factor", 1.0))
     for it in range(1, iters + 1):
+        if lr_final != 1.0:  # exponential decay to lr_final_factor x lr at the last iteration
+            gs.set_lr_factor(lr_final ** ((it - 1) / max(iters - 1, 1)))
         roi = None
         t, w, m = target, weight, mask
         if crop:
@@ -184,6 +250,9 @@ def train(ops, vol01: np.ndarray, spacing, p: dict, device, gen: torch.Generator
         gs.opt.zero_grad(set_to_none=True)
         loss.backward()
         gs.opt.step()
+        if s_hi is not None:  # project the scales into [s_min, s_max] (clamp_scales)
+            with torch.no_grad():
+                gs["scale"].clamp_(min=s_lo, max=s_hi)
         with torch.no_grad():
             gnorm = pos.grad.norm(dim=1) if pos.grad is not None else torch.zeros_like(ema)
             ema = alpha * ema + (1 - alpha) * gnorm
