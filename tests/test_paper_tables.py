@@ -347,18 +347,22 @@ def test_init_grid_ablation_block():
 
 
 def test_gaussianpile_init_parameter_initialises_on_a_grid():
-    """`init: grid` (the Table 4 ablation) really changes the initialisation; the default is random."""
+    """`init: grid` (the Table 4 ablation) really changes the initialisation; the paper preset
+    initialises at random, the demo preset (the default) from the data."""
     torch = pytest.importorskip("torch")
     from volbench.errors import VolbenchError
 
     gp = get_codec("gaussianpile")
     vol = np.zeros((4, 12, 12), np.float32)
     vol[1:3, 3:9, 3:9] = 1.0
-    grid = gp(init="grid", n_gaussians=64).initial(vol, (1.0, 1.0, 1.0), 64, torch.Generator().manual_seed(0))
-    rand = gp(init="random", n_gaussians=64).initial(vol, (1.0, 1.0, 1.0), 64, torch.Generator().manual_seed(0))
-    dflt = gp(n_gaussians=64).initial(vol, (1.0, 1.0, 1.0), 64, torch.Generator().manual_seed(0))
+
+    def init(**kw):
+        return gp(n_gaussians=64, **kw).initial(vol, (1.0, 1.0, 1.0), 64, torch.Generator().manual_seed(0), 1.0)
+
+    grid, rand, data = init(init="grid"), init(init="random"), init(init="data")
     key = "means" if "means" in rand else sorted(rand)[0]
-    assert torch.equal(rand[key], dflt[key])  # default = random initialisation
+    assert torch.equal(init(preset="paper")[key], rand[key])  # the paper: random initialisation
+    assert torch.equal(init()[key], data[key])  # the default (demo) preset: from the data
     assert grid[key].shape != rand[key].shape or not torch.equal(grid[key], rand[key])
     with pytest.raises(VolbenchError, match="init"):
         gp(init="sphere")

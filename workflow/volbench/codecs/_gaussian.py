@@ -80,13 +80,17 @@ class GaussianCodec(Codec):
     def versions(cls) -> dict[str, str]:
         import torch
 
-        from ..gaussian_ops import backend
+        from ..gaussian_ops import backend, ops
+        from ..torchenv import resolve_device
 
         out = {"torch": torch.__version__, "numpy": np.__version__}
         try:
             out["gpu_ext"] = "loaded" if backend.load() is not None else "twin"
+            # what trains and renders on the default device: cuda, cpu (compiled) or twin
+            out["gaussian_backend"] = ops.backend_name(resolve_device("auto"))
         except Exception:  # pragma: no cover - diagnostics only
-            out["gpu_ext"] = "unknown"
+            out["gpu_ext"] = out.get("gpu_ext", "unknown")
+            out["gaussian_backend"] = "unknown"
         return out
 
     @classmethod
