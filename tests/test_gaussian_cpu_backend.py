@@ -55,8 +55,9 @@ def vox_run(case, dtype):
     z0, _, y0, _, x0, _ = twin.roi_box(shape, roi)
     roi_origin, sp, roi_shape = twin._roi_geometry(shape, VOX_SPACING, origin, roi)
     ins = [t.clone().requires_grad_() for t in (means, A, amps)]
-    out = ops._CpuVoxelSplat.apply(ins[0], ins[1], ins[2], half, origin, VOX_SPACING,
-                                   (z0, y0, x0), roi_shape, CUTOFF)
+    geom = ([float(o) for o in origin], [float(v) for v in VOX_SPACING], [z0, y0, x0],
+            [int(v) for v in roi_shape], float(CUTOFF))
+    out = ops._VoxelSplat.apply(ins[0], ins[1], ins[2], half, geom, True)
     go = upstream(out.shape, seed=len(case), dtype=dtype)
     out.backward(go)
     refs = [t.double().clone().requires_grad_() for t in (means, A, amps)]
@@ -115,8 +116,8 @@ def raster_run(case, cam, mode, sigma_z, dtype):
                                                     CUTOFF, 1e-4, RASTER_PIXEL_SIZE)
     mu2, conic, weight, radii = (t.to(dtype).detach() for t in (mu2, conic, weight, radii))
     ins = [t.clone().requires_grad_() for t in (mu2, conic, weight)]
-    out = ops._CpuPixelSplat.apply(ins[0], ins[1], ins[2], radii, (H, W), RASTER_PIXEL_SIZE,
-                                   CUTOFF)
+    out = ops._PixelSplat.apply(ins[0], ins[1], ins[2], radii, (H, W), RASTER_PIXEL_SIZE,
+                                CUTOFF, True)
     go = upstream(out.shape, seed=H + W, dtype=dtype)
     out.backward(go)
     refs = [t.double().clone().requires_grad_() for t in (mu2, conic, weight)]
@@ -235,7 +236,7 @@ def test_raster_gradients_bit_identical_whatever_thread_count(ext, threads, dtyp
     for n in (1, 2, 3):
         torch.set_num_threads(n)
         ins = [t.detach().clone().requires_grad_() for t in fp[:3]]
-        out = ops._CpuPixelSplat.apply(*ins, fp[3], (60, 50), (1.0, 1.0), CUTOFF)
+        out = ops._PixelSplat.apply(*ins, fp[3], (60, 50), (1.0, 1.0), CUTOFF, True)
         out.backward(upstream(out.shape, 5, dtype))
         results.append([out.detach()] + [t.grad for t in ins])
     for r in results[1:]:
@@ -253,7 +254,7 @@ def test_dispatch_cpu_tensors_use_the_cpu_backend(ext, monkeypatch):
     p = _vox_params(30)
     p[0].requires_grad_()
     out = ops.voxelize(*p, (10, 11, 12))
-    assert out.grad_fn is not None and "CpuVoxelSplat" in type(out.grad_fn).__name__
+    assert out.grad_fn is not None and getattr(out.grad_fn, "cpu", None) is True  # _VoxelSplat on the CPU backend
 
 
 def test_env_forces_the_twin_with_one_warning(ext, monkeypatch):
@@ -263,7 +264,7 @@ def test_env_forces_the_twin_with_one_warning(ext, monkeypatch):
     p[0].requires_grad_()
     with pytest.warns(RuntimeWarning, match="VOLBENCH_GAUSSIAN_BACKEND=twin"):
         out = ops.voxelize(*p, (10, 11, 12))
-    assert "CpuVoxelSplat" not in type(out.grad_fn).__name__
+    assert getattr(out.grad_fn, "cpu", None) is None  # not _VoxelSplat: the twin
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # once only
         assert ops.backend_name("cpu") == "twin"

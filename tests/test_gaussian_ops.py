@@ -473,14 +473,15 @@ def _load_twice(backend):
     return first, second, [w for w in rec if issubclass(w.category, RuntimeWarning)]
 
 
-def test_loader_without_cuda_warns_once_and_ops_use_twin(fresh_backend, monkeypatch):
+def test_loader_without_cuda_is_silent_and_ops_still_work(fresh_backend, monkeypatch):
+    """Without a CUDA device the CUDA extension is not needed (CPU tensors go to the CPU backend
+    or the twin), so loading it neither builds nor warns; reason() still says why."""
     backend = fresh_backend
     monkeypatch.setattr(backend, "_cuda_available", lambda: False)
     monkeypatch.setattr(backend, "_jit_load", lambda: pytest.fail("JIT must not run without CUDA"))
     first, second, warned = _load_twice(backend)
     assert first is None and second is None
-    assert len(warned) == 1 and "no CUDA device" in str(warned[0].message)
-    assert "PyTorch twin" in str(warned[0].message)
+    assert warned == []
     assert backend.reason() == "no CUDA device" and not backend.available()
     means, ls, q, a = random_gaussians(2, [0, 0, 0], [4, 4, 4])
     assert voxelize(means, ls, q, a, (4, 4, 4)).abs().sum() > 0

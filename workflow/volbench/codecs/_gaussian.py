@@ -25,6 +25,9 @@ from .base import Codec, Encoded, VolumeInfo, file_size
 
 log = logging.getLogger("volbench.codecs")
 
+#: torch intra-op threads of the Gaussian decoders (GaussianCodec._decoded)
+DECODE_THREADS = 1
+
 
 def merge_preset(codec: str, presets: dict[str, dict[str, Any]], params: dict[str, Any],
                  explicit: set[str]) -> dict[str, Any]:
@@ -136,8 +139,20 @@ class GaussianCodec(Codec):
 
     @classmethod
     def _decoded(cls, header, payload, shape, dtype, device, box, source: str) -> np.ndarray:
+        import torch
+
         ops = common.ops_or_raise(cls.name)
-        vals = cls.render(ops, header, payload, shape, resolve_device(device), box, source)
+        # one intra-op thread (restored after): the fixed-arithmetic splat is many small torch ops,
+        # and when decode jobs run side by side on few cores (the workflow's cells) torch's thread
+        # pool waits on descheduled threads: GaussianPile's ultrasound decode took 72 s wall (51 s
+        # CPU) with 2 threads on a loaded 2-core machine against 6-7 s with one. The values do not
+        # depend on the thread count (gaussian_ops/fixed.py).
+        threads = torch.get_num_threads()
+        torch.set_num_threads(DECODE_THREADS)
+        try:
+            vals = cls.render(ops, header, payload, shape, resolve_device(device), box, source)
+        finally:
+            torch.set_num_threads(threads)
         return common.denormalise(vals, header_float(header, "vmin", source), header_float(header, "vmax", source),
                                   dtype)
 

@@ -149,11 +149,15 @@ def load(jit: bool = True):
             why = None
             log.info("volbench: using %s from %s", MODULE_NAME, getattr(mod, "__file__", "?"))
         _state["module"], _state["why"] = mod, why
-        if mod is None:
+        if mod is None and why == "no CUDA device":
+            # nothing to warn about: without a CUDA device there are no CUDA tensors, and CPU
+            # tensors go to the compiled CPU backend (load_cpu warns if that one is missing)
+            log.info("volbench: %s not loaded (no CUDA device)", MODULE_NAME)
+        elif mod is None:
             warnings.warn(
                 f"volbench: CUDA extension {MODULE_NAME} unavailable ({why}); Gaussian "
-                "operators use the PyTorch twin (build it with scripts/build_gpu_ext.sh)",
-                RuntimeWarning, stacklevel=3)
+                "operators on CUDA tensors use the PyTorch twin (build it with "
+                "scripts/build_gpu_ext.sh)", RuntimeWarning, stacklevel=3)
         return mod
 
 

@@ -73,103 +73,63 @@ def backend_name(device="cpu", dtype=torch.float32) -> str:
 
 # ----------------------------------------------------------------------------- autograd glue
 
+def _ext(cpu: bool):
+    return backend.load_cpu() if cpu else backend.load()
+
+
+# One autograd Function per operator for both compiled backends.  Their forward/backward take
+# the same tensors and geometry, except what the backward needs besides the inputs: the CUDA
+# forward returns its sorted tile lists (ids, ranges) to reuse, the CPU backend rebuilds its host
+# tile lists from the culling extents (half_ext / radii).
+
 class _VoxelSplat(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, means, A, amps, half_ext, roi_origin, spacing, roi_shape, cutoff):
-        ext = backend.load()
+    def forward(ctx, means, A, amps, half_ext, geom, cpu):
         N = means.shape[0]
         A9 = A.reshape(N, 9).contiguous()
-        out, ids, ranges = ext.voxelize_forward(
-            means.contiguous(), A9, amps.contiguous(), half_ext.contiguous(),
-            list(roi_origin), list(spacing), list(roi_shape), float(cutoff))
-        ctx.save_for_backward(means, A9, amps, ids, ranges)
-        ctx.geom = (list(roi_origin), list(spacing), list(roi_shape), float(cutoff))
+        means, amps, half_ext = means.contiguous(), amps.contiguous(), half_ext.contiguous()
+        res = _ext(cpu).voxelize_forward(means, A9, amps, half_ext, *geom)
+        if cpu:
+            out, keep = res, (half_ext,)
+        else:
+            out, keep = res[0], tuple(res[1:])  # ids, ranges
+        ctx.save_for_backward(means, A9, amps, *keep)
+        ctx.geom, ctx.cpu = geom, cpu
         return out
 
     @staticmethod
     @once_differentiable  # the kernels' backward is not differentiable: double backward fails
     def backward(ctx, grad_out):
-        means, A9, amps, ids, ranges = ctx.saved_tensors
-        o, sp, shp, cutoff = ctx.geom
-        gm, gA, ga = backend.load().voxelize_backward(
-            grad_out.contiguous(), means.contiguous(), A9, amps.contiguous(), ids, ranges,
-            o, sp, shp, cutoff)
-        return gm, gA.reshape(-1, 3, 3), ga, None, None, None, None, None
+        gm, gA, ga = _ext(ctx.cpu).voxelize_backward(grad_out.contiguous(), *ctx.saved_tensors,
+                                                     *ctx.geom)
+        return gm, gA.reshape(-1, 3, 3), ga, None, None, None
 
 
-class _CpuVoxelSplat(torch.autograd.Function):
+class _PixelSplat(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, means, A, amps, half_ext, origin, spacing, offset, roi_shape, cutoff):
-        ext = backend.load_cpu()
-        N = means.shape[0]
-        A9 = A.reshape(N, 9).contiguous()
-        geom = ([float(v) for v in origin], [float(v) for v in spacing],
-                [int(v) for v in offset], [int(v) for v in roi_shape], float(cutoff))
-        means, amps, half_ext = means.contiguous(), amps.contiguous(), half_ext.contiguous()
-        out = ext.voxelize_forward(means, A9, amps, half_ext, *geom)
-        ctx.save_for_backward(means, A9, amps, half_ext)
-        ctx.geom = geom
-        return out
-
-    @staticmethod
-    @once_differentiable
-    def backward(ctx, grad_out):
-        means, A9, amps, half_ext = ctx.saved_tensors
-        gm, gA, ga = backend.load_cpu().voxelize_backward(
-            grad_out.contiguous(), means, A9, amps, half_ext, *ctx.geom)
-        return gm, gA.reshape(-1, 3, 3), ga, None, None, None, None, None, None
-
-
-class _CpuPixelSplat(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, mean2d, conic, weight, radii, image_shape, pixel_size, cutoff):
-        ext = backend.load_cpu()
+    def forward(ctx, mean2d, conic, weight, radii, image_shape, pixel_size, cutoff, cpu):
         B, N = weight.shape
         H, W = (int(s) for s in image_shape)
         geom = (B, N, H, W, [float(pixel_size[0]), float(pixel_size[1])], float(cutoff))
         flat = (mean2d.reshape(B * N, 2).contiguous(), conic.reshape(B * N, 3).contiguous(),
                 weight.reshape(B * N).contiguous(), radii.reshape(B * N, 2).contiguous())
-        out = ext.raster_forward(*flat, *geom)
-        ctx.save_for_backward(*flat)
-        ctx.geom = geom
+        res = _ext(cpu).raster_forward(*flat, *geom)
+        if cpu:
+            out, keep = res, flat
+        else:
+            out, keep = res[0], flat[:3] + tuple(res[1:])  # ids, ranges instead of radii
+        ctx.save_for_backward(*keep)
+        ctx.geom, ctx.cpu = geom, cpu
         return out
 
     @staticmethod
     @once_differentiable
     def backward(ctx, grad_out):
         B, N = ctx.geom[:2]
-        gm, gc, gw = backend.load_cpu().raster_backward(grad_out.contiguous(), *ctx.saved_tensors,
-                                                        *ctx.geom)
+        gm, gc, gw = _ext(ctx.cpu).raster_backward(grad_out.contiguous(), *ctx.saved_tensors,
+                                                   *ctx.geom)
         return (gm.reshape(B, N, 2), gc.reshape(B, N, 3), gw.reshape(B, N),
-                None, None, None, None)
-
-
-class _PixelSplat(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, mean2d, conic, weight, radii, image_shape, pixel_size, cutoff):
-        ext = backend.load()
-        B, N = weight.shape
-        H, W = (int(s) for s in image_shape)
-        ps = [float(pixel_size[0]), float(pixel_size[1])]
-        out, ids, ranges = ext.raster_forward(
-            mean2d.reshape(B * N, 2).contiguous(), conic.reshape(B * N, 3).contiguous(),
-            weight.reshape(B * N).contiguous(), radii.reshape(B * N, 2).contiguous(),
-            B, N, H, W, ps, float(cutoff))
-        ctx.save_for_backward(mean2d, conic, weight, ids, ranges)
-        ctx.geom = (B, N, H, W, ps, float(cutoff))
-        return out
-
-    @staticmethod
-    @once_differentiable
-    def backward(ctx, grad_out):
-        mean2d, conic, weight, ids, ranges = ctx.saved_tensors
-        B, N, H, W, ps, cutoff = ctx.geom
-        gm, gc, gw = backend.load().raster_backward(
-            grad_out.contiguous(), mean2d.reshape(B * N, 2).contiguous(),
-            conic.reshape(B * N, 3).contiguous(), weight.reshape(B * N).contiguous(),
-            ids, ranges, B, N, H, W, ps, cutoff)
-        return (gm.reshape(B, N, 2), gc.reshape(B, N, 3), gw.reshape(B, N),
-                None, None, None, None)
+                None, None, None, None, None)
 
 
 # ----------------------------------------------------------------------------- operators
@@ -193,17 +153,17 @@ def voxelize(means: torch.Tensor, log_scales: torch.Tensor, quats: torch.Tensor,
     if deterministic:
         return _fixed.voxelize_fixed(means, log_scales, quats, amps, shape, spacing, origin, cutoff, roi)
     roi_origin, sp, roi_shape = twin._roi_geometry(shape, spacing, origin, roi)
+    A, half_ext = twin.prepare_3d(means, log_scales, quats, cutoff)
     if uses_cpu_ext(means, log_scales, quats, amps):
         # tile grid and coordinates anchored to the volume origin: bit-identical whatever the ROI
         z0, _, y0, _, x0, _ = twin.roi_box(shape, roi)
-        A, half_ext = twin.prepare_3d(means, log_scales, quats, cutoff)
-        return _CpuVoxelSplat.apply(means, A, amps, half_ext, tuple(float(o) for o in origin),
-                                    sp, (z0, y0, x0), roi_shape, float(cutoff))
+        geom = ([float(o) for o in origin], [float(v) for v in sp], [int(z0), int(y0), int(x0)],
+                [int(v) for v in roi_shape], float(cutoff))
+        return _VoxelSplat.apply(means, A, amps, half_ext, geom, True)
     if not uses_cuda(means, log_scales, quats, amps):
-        A, half_ext = twin.prepare_3d(means, log_scales, quats, cutoff)
         return twin.splat_voxels(means, A, amps, half_ext, roi_origin, sp, roi_shape, cutoff)
-    A, half_ext = twin.prepare_3d(means, log_scales, quats, cutoff)
-    return _VoxelSplat.apply(means, A, amps, half_ext, roi_origin, sp, roi_shape, float(cutoff))
+    geom = (list(roi_origin), list(sp), list(roi_shape), float(cutoff))
+    return _VoxelSplat.apply(means, A, amps, half_ext, geom, False)
 
 
 def rasterize_slices(means: torch.Tensor, log_scales: torch.Tensor, quats: torch.Tensor,
@@ -233,8 +193,8 @@ def rasterize_slices(means: torch.Tensor, log_scales: torch.Tensor, quats: torch
         mu2, conic, weight, radii = twin.prepare_slices(
             means, log_scales, quats, opacities, c, mode, sigma_z, cutoff, opacity_threshold,
             pixel_size)
-        outs.append((_CpuPixelSplat if cpu else _PixelSplat).apply(mu2, conic, weight, radii, tuple(image_shape),
-                                      tuple(pixel_size), float(cutoff)))
+        outs.append(_PixelSplat.apply(mu2, conic, weight, radii, tuple(image_shape),
+                                      tuple(pixel_size), float(cutoff), cpu))
     return outs[0] if len(outs) == 1 else torch.cat(outs, 0)
 
 
