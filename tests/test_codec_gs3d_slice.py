@@ -105,3 +105,37 @@ def test_deterministic_and_presets():
     assert GS3DSlice(quantize=False).bytes_per_gaussian() == 44.0
     with pytest.raises(VolbenchError):
         GS3DSlice(quantize="yes")
+
+
+def test_score_takes_the_2d_metrics_from_the_rendered_slices(encoded, tmp_path):
+    """Seed 000 measures 2D PSNR/SSIM on rendered slices: the score job renders them from the
+    compressed file alone; 3D metrics (and LPIPS) stay on the decoded volume."""
+    from volbench import io, metrics, pipeline
+
+    vol, data, path = encoded
+    enc, dec = tmp_path / "enc", tmp_path / "dec"
+    enc.mkdir()
+    dec.mkdir()
+    (enc / pipeline.VBC).write_bytes(data)
+    io.write_json(enc / "encode.json", {"status": "ok", "params": FAST})
+    out, _ = decode_bytes(data, device="cpu")
+    io.write_volume(dec / "volume.tif", out)
+    io.write_json(dec / "decode.json", {"status": "ok", "decode_seconds": 1.0})
+    io.write_volume(tmp_path / "orig.tif", vol)
+    io.write_json(tmp_path / "meta.json", {"original_bytes": vol.nbytes, "n_voxels": vol.size})
+    cell = {"dataset": "blobs", "codec": "gs3d_slice", "point": "p", "codec_type": "gs3d_slice"}
+    row = pipeline.score_cell(tmp_path / "orig.tif", tmp_path / "meta.json", dec, enc, cell=cell,
+                              lpips_cfg={"enabled": False}, foreground_threshold=0.01)
+    R = float(vol.max()) - float(vol.min())
+    rendered = render_slices(path, "gs3d_slice", device="cpu")
+    want = metrics.slice_metrics_2d(vol, rendered, R)
+    on_volume = metrics.compute(vol, out, lpips=False)
+    assert row["metrics_2d_source"] == "rendered slices"
+    assert row["psnr_2d"] == want["psnr_2d"] and row["ssim_2d"] == want["ssim_2d"]
+    assert abs(row["psnr_2d"] - on_volume["psnr_2d"]) > 0.5  # the voxelised volume is not what it renders
+    assert row["psnr_3d"] == on_volume["psnr_3d"] and row["ssim_3d"] == pytest.approx(on_volume["ssim_3d"])
+    # a volume codec keeps the decoded volume's slices
+    cell2 = dict(cell, codec="zstd", codec_type="zstd")
+    row2 = pipeline.score_cell(tmp_path / "orig.tif", tmp_path / "meta.json", dec, enc, cell=cell2,
+                               lpips_cfg={"enabled": False}, foreground_threshold=0.01)
+    assert row2["metrics_2d_source"] == "decoded volume" and row2["psnr_2d"] == on_volume["psnr_2d"]

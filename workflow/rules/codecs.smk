@@ -64,8 +64,7 @@ rule score:
         "results/metrics/{dataset}/{codec}/{point}/metrics.json",
     params:
         vb=VB,
-        cell=lambda w: json.dumps({"dataset": w.dataset, "codec": w.codec, "point": w.point,
-                                   "codec_type": codec_type(w.codec)}),
+        cell=lambda w: json.dumps(score_cell_arg(w)),
         lpips=json.dumps(config.get("metrics", {}).get("lpips", {})),
         fg=config.get("metrics", {}).get("foreground_threshold", 0.01),
     log:

@@ -68,6 +68,17 @@ def module_arg(wildcards):
     return f"--module {shlex.quote(own)}" if own else ""
 
 
+def score_cell_arg(wildcards):
+    """The cell a score job describes: dataset, instance, rate point, codec type, and the
+    module of a codec type that lives in a module of its own."""
+    cell = {"dataset": wildcards.dataset, "codec": wildcards.codec, "point": wildcards.point,
+            "codec_type": codec_type(wildcards.codec)}
+    own = codec_entry(wildcards.codec).get("module")
+    if own:
+        cell["module"] = own
+    return cell
+
+
 def rate_points(codec):
     """{label: parameters} of a codec instance, common params merged in."""
     entry = codec_entry(codec)

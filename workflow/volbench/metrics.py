@@ -265,6 +265,26 @@ def ssim_map_blocks(orig, rec, data_range: float, block=None,
             yield slice(z0, z1), slice(y0, y1), smap[z0 - sz0:z1 - sz0, y0 - sy0:y1 - sy0]
 
 
+def slice_metrics_2d(orig, slices, data_range: float, memory_mb: float | None = None) -> dict[str, float]:
+    """psnr_2d and ssim_2d (as compute_chunked: mean over axial slices, PSNR capped per slice,
+    inf when every slice is exact) of ``slices`` (D,H,W, e.g. a codec's rendered slices)
+    against the original, with the original's data range."""
+    if tuple(orig.shape) != tuple(slices.shape):
+        raise ValueError(f"shape mismatch: original {orig.shape}, slices {slices.shape}")
+    R = float(data_range)
+    if R <= 0:
+        return {"psnr_2d": float("nan"), "ssim_2d": float("nan")}
+    psnrs, ssims = [], []
+    for z0, z1 in _z_chunks(tuple(orig.shape), memory_mb or memory_budget_mb()):
+        a, b = np.asarray(orig[z0:z1]), np.asarray(slices[z0:z1])
+        for k in range(z1 - z0):
+            d = a[k].astype(np.float64) - b[k].astype(np.float64)
+            psnrs.append(psnr_from_mse(float(np.mean(d * d)), R))
+            ssims.append(ssim(a[k], b[k], R))
+    psnr = float("inf") if all(math.isinf(v) for v in psnrs) else float(np.mean([min(v, PSNR_CAP) for v in psnrs]))
+    return {"psnr_2d": psnr, "ssim_2d": float(np.mean(ssims))}
+
+
 def _z_chunks(shape, memory_mb: float) -> list[tuple[int, int]]:
     """Ranges of whole Z slices for the slice-wise passes (a few float64 copies per slice)."""
     Z, Y, X = shape

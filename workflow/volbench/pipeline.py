@@ -129,7 +129,17 @@ def score_cell(original, meta_path, decoded_dir, encode_dir, *, cell: dict, lpip
                                 lpips=lpips_cfg.get("enabled", True),
                                 lpips_slices_per_axis=int(lpips_cfg.get("slices_per_axis", 4)),
                                 lpips_seed=int(lpips_cfg.get("seed", 0)))
+    # 2D metrics from the codec's rendered slices where its paper measures them there
+    # (Codec.rendered_slices: the slice codecs of seed 000), from the compressed file alone
+    from .codecs.base import get_codec
+
+    source_2d = summary.SOURCE_VOLUME
+    slices = get_codec(cell["codec_type"], cell.get("module")).rendered_slices(str(vbc))
+    if slices is not None:
+        m.update(metrics.slice_metrics_2d(orig, slices, m["data_range"]))
+        source_2d = summary.SOURCE_RENDERED
     row.update({
+        "metrics_2d_source": source_2d,
         "bytes": nbytes,
         "compression_ratio": meta["original_bytes"] / nbytes,
         "bpv": 8.0 * nbytes / meta["n_voxels"],

@@ -21,8 +21,10 @@ COLUMNS = [
     "dataset", "codec", "codec_type", "point", "params", "target_bpp", "knob", "knob_value", "bytes",
     "original_bytes", "compression_ratio", "bpv", *METRICS, "encode_seconds", "decode_seconds",
     "decode_mvox_s", "encode_peak_mb", "decode_peak_mb", "n_voxels", "lossless", "status", "error", "versions",
-    "foreground_fraction", "mse", "rate_hit", *CODEC_COLUMNS, *FILE_STATS,
+    "foreground_fraction", "mse", "rate_hit", "metrics_2d_source", *CODEC_COLUMNS, *FILE_STATS,
 ]
+#: metrics_2d_source values: where psnr_2d / ssim_2d come from (Codec.rendered_slices)
+SOURCE_VOLUME, SOURCE_RENDERED = "decoded volume", "rendered slices"
 #: the numeric columns (what a reader of summary.csv parses as numbers)
 NUMERIC = [
     "target_bpp", "bytes", "original_bytes", "compression_ratio", "bpv", *METRICS, "encode_seconds",

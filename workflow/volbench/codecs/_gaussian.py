@@ -18,7 +18,7 @@ import numpy as np
 from .. import container
 from ..errors import CorruptFile, VolbenchError
 from ..gaussian_training import common, fileformat, slicefit
-from ..gaussian_training.focus3d import focus_prepared_fixed
+from ..gaussian_training.focus3d import eq12_prepared_fixed, focus_prepared_fixed
 from ..gaussian_training.progress import Progress
 from ..torchenv import resolve_device, seed_everything, set_threads
 from .base import Codec, Encoded, VolumeInfo, file_size
@@ -324,6 +324,11 @@ class SliceGaussianCodec(GaussianCodec):
     volume_model: ClassVar[str] = "focus"
     init_kind: ClassVar[str] = "random"
 
+    def decoded_volume_model(self) -> str:
+        """What the decoder voxelises (written into the file's header): the class's
+        volume_model, or the `volume_model` parameter where the codec offers a choice."""
+        return str(self.params.get("volume_model") or self.volume_model)
+
     def check_more(self) -> None:
         p = self.params
         for k in ("position_bits", "opacity_bits", "scale_bits", "rotation_bits"):
@@ -346,7 +351,7 @@ class SliceGaussianCodec(GaussianCodec):
     def template_header(self, volume, info, n) -> dict:
         big = -1.2345678901234567e-5
         h = {"version": FORMAT_VERSION, "vmin": big, "vmax": big, "spacing_w": [big] * 3, "sigma_z_w": big,
-             "unit": big, "volume_model": self.volume_model, "cutoff": big, "mode": self.render_mode}
+             "unit": big, "volume_model": self.decoded_volume_model(), "cutoff": big, "mode": self.render_mode}
         if self.params["quantize"]:
             h.update({"format": "quantised", "n": n, "bits": fileformat.bits_from_params(self.params),
                       "bbox_lo": [big] * 3, "bbox_hi": [big] * 3, "log_scale_lo": big, "log_scale_hi": big})
@@ -384,7 +389,7 @@ class SliceGaussianCodec(GaussianCodec):
             g, stats = slicefit.train(ops, vol01, spacing_w, sigma_w, self.render_mode, init, p, device, gen, prog)
             self._last_gaussians = g
             base = {"version": FORMAT_VERSION, "vmin": vmin, "vmax": vmax, "spacing_w": list(spacing_w),
-                    "sigma_z_w": float(sigma_w), "unit": float(unit), "volume_model": self.volume_model,
+                    "sigma_z_w": float(sigma_w), "unit": float(unit), "volume_model": self.decoded_volume_model(),
                     "cutoff": float(p["cutoff"]), "mode": self.render_mode}
             enc = self.pack(g, base)
             rec = self.render(ops, enc.header, enc.payload, volume.shape, device, None, "<encode>")
@@ -430,6 +435,12 @@ class SliceGaussianCodec(GaussianCodec):
     def render(cls, ops, header, payload, shape, device, roi, source, slab=32):
         return render_volume(ops, header, payload, shape, device, roi, source, slab)
 
+    @classmethod
+    def rendered_slices(cls, path, device: str = "auto") -> np.ndarray:
+        """Seed 000 measures 2D PSNR/SSIM "between rendered slices and ground truth slices": the
+        slices this codec's renderer draws (render_slices), not the decoded volume's."""
+        return render_slices(path, cls.name, None, device)
+
 
 def render_slices(path_or_bytes, codec: str, indices=None, device: str = "auto") -> np.ndarray:
     """The axial slices as the training renderer draws them (ops.rasterize_slices with the
@@ -473,6 +484,9 @@ def volume_gaussians(header: dict, payload: bytes, device, source: str):
     if model == "focus":
         A, half_ext, amps = focus_prepared_fixed(t["means"], t["log_scales"], t["quats"], t["opacity"],
                                                  header_float(header, "sigma_z_w", source), cutoff)
+        return t["means"], A, half_ext, amps
+    if model == "eq12":
+        A, half_ext, amps = eq12_prepared_fixed(t["means"], t["log_scales"], t["quats"], t["opacity"], cutoff)
         return t["means"], A, half_ext, amps
     if model == "gaussian":
         A, half_ext = fixed.prepare_fixed(t["means"], fixed.exp_fixed(t["log_scales"]), t["quats"], cutoff)

@@ -113,6 +113,15 @@ class Codec:
         """Raise CodecUnavailable naming what to install when a system dependency is missing."""
 
     @classmethod
+    def rendered_slices(cls, path, device: str = "auto") -> np.ndarray | None:
+        """The axial images the codec's own renderer draws from the compressed file alone
+        (shape and dtype of the volume), for codecs whose paper measures its 2D metrics on
+        rendered slices rather than on the decoded volume (seed 000's slice codecs); the score
+        job then takes the 2D PSNR/SSIM from them (summary column metrics_2d_source).  None (the
+        default): the 2D metrics use the axial slices of the decoded volume."""
+        return None
+
+    @classmethod
     def describe(cls) -> dict[str, Any]:
         """The codec's presentation, as written to encode.json and every summary row."""
         return {"display_name": cls.display_name or cls.name, "family": cls.family or "other",

@@ -6,8 +6,11 @@ Adam with the paper's learning rates decaying exponentially to 0.1x, densify and
 threshold 5e-5, opacity threshold 0.02); sigma_z = VolumeInfo.sigma_z, else the slice spacing dz.
 File: Morton order, 14-bit positions, 12-bit opacity / log-scales / quaternion components, each
 stream delta-coded and LZMA-compressed (quantize=False: raw float32, 44 bytes per Gaussian).
-Decode: dequantise, then voxelize the focus-equivalent 3D Gaussians (covariance
-S + sigma_z^2 n n^T, see gaussian_training.focus3d), whose axial slices are the rendered slices.
+Decode (volume_model "eq12", the default): dequantise, then voxelize the stored Gaussians as
+seed 000 eq. 12 does, before the focus re-parameterisation (covariance S, amplitude
+alpha / sqrt(det S_xy|z), the renderer's thin-focus normalisation; gaussian_training.focus3d);
+volume_model "focus": the focus-equivalent mixture (covariance S + sigma_z^2 n n^T), whose axial
+slices are the rendered slices.  The 2D metrics come from the rendered slices either way.
 Presets, training loop and file format: the slice codec in codecs/_gaussian.py.
 """
 
@@ -23,11 +26,11 @@ class GaussianPile(SliceGaussianCodec):
     display_name = "GaussianPile"
     table_order = 80
     render_mode = "focus"
-    volume_model = "focus"
+    volume_model = "eq12"
     init_kind = "random"
     PRESETS = PRESETS
-    defaults = {"preset": "demo", **PRESETS["demo"], "progress": True}
-    CHOICES = {"preset": tuple(PRESETS), **SLICE_CHOICES}
+    defaults = {"preset": "demo", **PRESETS["demo"], "volume_model": "eq12", "progress": True}
+    CHOICES = {"preset": tuple(PRESETS), "volume_model": ("eq12", "focus"), **SLICE_CHOICES}
 
 
 #: decode only the half-open voxel box roi = (z0, z1, y0, y1, x0, x1) from a file

@@ -79,3 +79,28 @@ def focus_prepared_fixed(means, log_scales, quats, opacity, sigma_z: float, cuto
     amp = opacity.to(torch.float64) * torch.sqrt((1.0 + var[:, 0] * inv_s2) / (det * c))
     var = var + torch.tensor([float(sigma_z) ** 2, 0.0, 0.0], dtype=torch.float64, device=var.device)
     return A2, float(cutoff) * torch.sqrt(var), amp
+
+
+def eq12_prepared_fixed(means, log_scales, quats, opacity, cutoff: float):
+    """Seed 000 eq. 12 for GaussianPile: the stored Gaussians voxelised as they are, before the
+    focus re-parameterisation (covariance S, no sigma_z), as fixed-arithmetic factors (A,
+    half_ext, amplitudes) for gaussian_ops.fixed.splat_fixed.
+
+    Amplitude convention: a = alpha * sqrt(S_zz / det S) = alpha / sqrt(det S_xy|z), the
+    renderer's per-Gaussian normalisation alpha / sqrt(det S_2d) in the thin-focus limit
+    sigma_z -> 0 (focus-model.md fact 3: S_2d becomes the in-plane conditional covariance
+    S_xy|z, whose determinant is det S / S_zz).  So each Gaussian's peak equals its rendered peak
+    at zero focus depth, and the volume is what the slices would show with an infinitely thin
+    focal plane: it differs from the rendered slices (S + sigma_z^2 e_z e_z^T, focus_equivalent)
+    wherever a Gaussian is thinner along z than the slice sensitivity, as in the paper (its 3D and
+    2D PSNR differ).  Units: the file's world unit (the in-plane pixel, header "unit")."""
+    from ..gaussian_ops.fixed import exp_fixed, prepare_fixed
+
+    s = exp_fixed(log_scales)
+    A, half_ext = prepare_fixed(means, s, quats, cutoff)
+    R = quat_to_rotmat(quats.to(torch.float64))
+    s2 = s * s
+    szz = (R[:, 0, 0] * R[:, 0, 0] * s2[:, 0] + R[:, 0, 1] * R[:, 0, 1] * s2[:, 1]) + R[:, 0, 2] * R[:, 0, 2] * s2[:, 2]
+    det = (s2[:, 0] * s2[:, 1]) * s2[:, 2]
+    amp = opacity.to(torch.float64) * torch.sqrt(szz / det)
+    return A, half_ext, amp
