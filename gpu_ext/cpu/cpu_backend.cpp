@@ -4,25 +4,29 @@
 // function as the PyTorch twin; float32 and float64 (templated on the scalar type).
 //
 // Deterministic by construction, whatever the ROI, the slab/camera chunking or the thread count:
-//  * forward: the tile grid (8^3 voxels, 16x16 pixels) is anchored to the volume origin
+//  * forward: the tiles are output rows, a z plane of the voxel grid / an image row of a slice
 //    (voxel coordinates are global indices times the spacing, means relative to the volume
 //    origin); the tile lists are built on the host by a stable counting sort, so every voxel /
-//    pixel sums its terms in ascending Gaussian id into a tile-local accumulator; OpenMP runs
-//    over tiles (dynamic schedule), one thread owns a tile's outputs;
+//    pixel sums its terms in ascending Gaussian id; OpenMP runs over tiles (dynamic schedule),
+//    one thread owns a tile's outputs; each Gaussian is evaluated on the chord of each row
+//    (chord()), in branch-free loops the compiler vectorises (exp_neg_half);
 //  * backward: gather formulation, OpenMP over Gaussians (items): every Gaussian sums its
 //    gradient terms over the voxels / pixels of its cutoff box in raster order, in double, into
 //    its own row, so no two threads write the same gradient and no reduction across threads is
 //    needed (the per-thread buffers of a scatter formulation reduce to one row per Gaussian).
 //  A voxel / pixel outside a Gaussian's conservative cutoff box gets no term from it (the CUDA
 //  kernels evaluate whole tiles; the two differ at most where float rounding puts a point right
-//  on the cutoff boundary, as between any two evaluation orders).
+//  on the cutoff boundary, as between any two evaluation orders), and the float32 exp is a
+//  polynomial within 1e-7 of the correctly rounded one (the kernels use __expf).
 #include <torch/extension.h>
 
 #include <ATen/Parallel.h>
 #include <omp.h>
 
 #include <algorithm>
+#include <cmath>
 #include <cstdint>
+#include <cstring>
 #include <vector>
 
 #include "gaussian_math.h"
@@ -31,6 +35,34 @@ namespace {
 
 constexpr int kVoxTile = 8;
 constexpr int kPixTile = 16;
+
+// exp(-m / 2) for the CPU loops, branch-free so that the compiler vectorises the pixel / voxel
+// loops: float: Cody-Waite reduction by ln 2 (rounding by the 1.5 * 2^23 trick), a degree-7
+// Taylor polynomial on |r| <= ln2 / 2 (truncation < 5e-9 relative, below float's 6e-8), the
+// power of two assembled in the exponent bits; m is clamped to [0, 40] first (the callers use
+// only m <= cutoff^2, the clamp keeps the bits finite elsewhere). Deterministic (basic
+// operations only). double: std::exp (the float64 path serves gradcheck and references).
+inline float exp_neg_half(float m) {
+  const float mp = m > 0.0f ? m : 0.0f;  // selects, not branches: the loops stay vectorisable
+  const float x = -0.5f * (mp < 40.0f ? mp : 40.0f);
+  const float magic = 12582912.0f;  // 1.5 * 2^23
+  const float t = x * 1.44269504088896341f + magic;
+  const float n = t - magic;  // round(x / ln 2)
+  const float r = (x - n * 0.693145751953125f) - n * 1.42860682030941723212e-6f;
+  float p = 1.0f / 5040.0f;
+  p = p * r + 1.0f / 720.0f;
+  p = p * r + 1.0f / 120.0f;
+  p = p * r + 1.0f / 24.0f;
+  p = p * r + 1.0f / 6.0f;
+  p = p * r + 0.5f;
+  p = p * r + 1.0f;
+  p = p * r + 1.0f;
+  const int32_t bits = (static_cast<int32_t>(n) + 127) << 23;
+  float scale;
+  std::memcpy(&scale, &bits, sizeof(scale));
+  return p * scale;
+}
+inline double exp_neg_half(double m) { return std::exp(-0.5 * m); }
 
 void check_input(const torch::Tensor& t, const char* name, int64_t cols, at::ScalarType dt) {
   TORCH_CHECK(t.device().is_cpu(), "volbench_cpu_ext: ", name, " must be a CPU tensor");
@@ -132,66 +164,86 @@ VoxCtx<T> vox_ctx(const torch::Tensor& means, const torch::Tensor& half_ext,
   return c;
 }
 
+// The chord of a row: the index range [*lo, *hi] (within [lo0, hi0]) where the quadratic
+// m(t) = qc + 2 qb t + qa t^2 (qc = |a|^2, qa = |b|^2 for y = a + t b) can be <= c2, widened by
+// one index on each side; the callers still test m <= c2 at every point with the same arithmetic
+// as before, so the chord only skips points that are far outside the cutoff ellipsoid.
+// Returns false when the row has no such point. Computed in double from row-invariant values.
+inline bool chord(double qa, double qb, double qc, double c2, int lo0, int hi0, int* lo, int* hi) {
+  if (lo0 > hi0) return false;
+  if (!(qa > 0.0) || !std::isfinite(qa) || !std::isfinite(qb) || !std::isfinite(qc)) {
+    *lo = lo0, *hi = hi0;  // degenerate: test every point
+    return true;
+  }
+  const double disc = qb * qb - qa * (qc - c2);
+  const double tol = 1e-6 * (qb * qb + std::fabs(qa * (qc - c2))) + 1e-12;
+  if (disc < -tol) return false;
+  const double r = std::sqrt(std::max(disc, 0.0));
+  const double tlo = std::floor((-qb - r) / qa) - 1.0, thi = std::ceil((-qb + r) / qa) + 1.0;
+  *lo = tlo > lo0 ? static_cast<int>(std::min<double>(tlo, hi0 + 1.0)) : lo0;
+  *hi = thi < hi0 ? static_cast<int>(std::max<double>(thi, lo0 - 1.0)) : hi0;
+  return *lo <= *hi;
+}
+
+// Voxel row (z, y) of Gaussian Ak: the chord of x within [x0, x1] (global voxel indices).
+template <typename T>
+inline bool vox_row(const T* Ak, T dz, T dy, T mux, T spx, T c2, int x0, int x1, int* lo,
+                    int* hi) {
+  double a[3], b[3];
+  for (int r = 0; r < 3; ++r) {
+    a[r] = double(Ak[3 * r]) * dz + double(Ak[3 * r + 1]) * dy - double(Ak[3 * r + 2]) * mux;
+    b[r] = double(Ak[3 * r + 2]) * spx;
+  }
+  const double qa = b[0] * b[0] + b[1] * b[1] + b[2] * b[2];
+  const double qb = a[0] * b[0] + a[1] * b[1] + a[2] * b[2];
+  const double qc = a[0] * a[0] + a[1] * a[1] + a[2] * a[2];
+  return chord(qa, qb, qc, double(c2), x0, x1, lo, hi);
+}
+
+// Forward: OpenMP over the ROI's z planes; a plane's voxels sum the Gaussians whose box meets
+// the plane in ascending id (a stable counting sort by plane), so every voxel adds its terms in
+// the same order whatever the ROI, chunking or thread count.
 template <typename T>
 void vox_forward_impl(const VoxCtx<T>& c, const T* A, const T* amps, T* out) {
   const int64_t n = c.n;
-  int t0[3], nt[3];
-  for (int a = 0; a < 3; ++a) {
-    t0[a] = c.off[a] / kVoxTile;
-    nt[a] = (c.off[a] + c.shape[a] - 1) / kVoxTile - t0[a] + 1;
-  }
-  const int64_t n_keys = static_cast<int64_t>(nt[0]) * nt[1] * nt[2];
   std::vector<int> boxes(6 * n);
   std::vector<int64_t> base(n, 0);
-  for (int64_t i = 0; i < n; ++i)
-    for (int k = 0; k < 6; ++k) boxes[6 * i + k] = c.vb[6 * i + k] / kVoxTile;
-  for (int64_t i = 0; i < n; ++i)  // keep empty boxes empty after the division
-    if (c.vb[6 * i + 1] < c.vb[6 * i]) boxes[6 * i] = 1, boxes[6 * i + 1] = 0;
-  const TileLists L = build_lists(boxes, base, n, n_keys, t0[0], t0[1], t0[2], nt[1], nt[2]);
+  for (int64_t i = 0; i < n; ++i) {
+    const int* b = c.vb.data() + 6 * i;
+    const bool ok = b[1] >= b[0] && b[3] >= b[2] && b[5] >= b[4];
+    int* o = boxes.data() + 6 * i;
+    o[0] = ok ? b[0] - c.off[0] : 1, o[1] = ok ? b[1] - c.off[0] : 0;
+    o[2] = 0, o[3] = 0, o[4] = 0, o[5] = 0;
+  }
+  const TileLists L = build_lists(boxes, base, n, c.shape[0], 0, 0, 0, 1, 1);
   const int64_t sy = c.shape[2], sz = static_cast<int64_t>(c.shape[1]) * c.shape[2];
 
 #pragma omp parallel for schedule(dynamic, 1) num_threads(n_threads())
-  for (int64_t key = 0; key < n_keys; ++key) {
-    const int tz = static_cast<int>(key / (static_cast<int64_t>(nt[1]) * nt[2])) + t0[0];
-    const int ty = static_cast<int>((key / nt[2]) % nt[1]) + t0[1];
-    const int tx = static_cast<int>(key % nt[2]) + t0[2];
-    // the tile's voxels within the ROI, global indices
-    const int z0 = std::max(tz * kVoxTile, c.off[0]);
-    const int z1 = std::min(tz * kVoxTile + kVoxTile, c.off[0] + c.shape[0]) - 1;
-    const int y0 = std::max(ty * kVoxTile, c.off[1]);
-    const int y1 = std::min(ty * kVoxTile + kVoxTile, c.off[1] + c.shape[1]) - 1;
-    const int x0 = std::max(tx * kVoxTile, c.off[2]);
-    const int x1 = std::min(tx * kVoxTile + kVoxTile, c.off[2] + c.shape[2]) - 1;
-    T acc[kVoxTile * kVoxTile * kVoxTile] = {};
-    for (int64_t j = L.start[key]; j < L.start[key + 1]; ++j) {
+  for (int64_t kz = 0; kz < c.shape[0]; ++kz) {
+    const int z = static_cast<int>(kz) + c.off[0];
+    T* plane = out + kz * sz;
+    for (int64_t j = L.start[kz]; j < L.start[kz + 1]; ++j) {
       const int64_t i = L.ids[j];
       const int* b = c.vb.data() + 6 * i;
-      const T* Ak = A + 9 * i;
-      const T amp = amps[i];
-      const T* mu = c.mu.data() + 3 * i;
-      const int bz0 = std::max(z0, b[0]), bz1 = std::min(z1, b[1]);
-      const int by0 = std::max(y0, b[2]), by1 = std::min(y1, b[3]);
-      const int bx0 = std::max(x0, b[4]), bx1 = std::min(x1, b[5]);
-      for (int z = bz0; z <= bz1; ++z) {
-        const T dz = z * c.sp[0] - mu[0];
-        for (int y = by0; y <= by1; ++y) {
-          const T dy = y * c.sp[1] - mu[1];
-          T* row = acc + ((z - tz * kVoxTile) * kVoxTile + (y - ty * kVoxTile)) * kVoxTile -
-                   tx * kVoxTile;
-          for (int x = bx0; x <= bx1; ++x) {
-            T yv[3];
-            const T m = vbgs::gm::vox_maha(Ak, dz, dy, x * c.sp[2] - mu[2], yv);
-            if (m <= c.c2) row[x] += amp * vbgs::gm::gauss(m);
-          }
+      // locals: the output rows cannot alias them, so the x loop vectorises
+      T Ak[9];
+      for (int k = 0; k < 9; ++k) Ak[k] = A[9 * i + k];
+      const T amp = amps[i], c2 = c.c2, spx = c.sp[2];
+      const T mu0 = c.mu[3 * i], mu1 = c.mu[3 * i + 1], mu2 = c.mu[3 * i + 2];
+      const T dz = z * c.sp[0] - mu0;
+      const int y0 = b[2], y1 = b[3], x0 = b[4], x1 = b[5];
+      for (int y = y0; y <= y1; ++y) {
+        const T dy = y * c.sp[1] - mu1;
+        int lo, hi;
+        if (!vox_row(Ak, dz, dy, mu2, spx, c2, x0, x1, &lo, &hi)) continue;
+        T* __restrict__ row = plane + (y - c.off[1]) * sy - c.off[2];
+        for (int x = lo; x <= hi; ++x) {
+          T yv[3];
+          const T m = vbgs::gm::vox_maha(Ak, dz, dy, x * spx - mu2, yv);
+          row[x] += amp * exp_neg_half(m) * static_cast<T>(m <= c2);
         }
       }
     }
-    for (int z = z0; z <= z1; ++z)
-      for (int y = y0; y <= y1; ++y)
-        for (int x = x0; x <= x1; ++x)
-          out[(z - c.off[0]) * sz + (y - c.off[1]) * sy + (x - c.off[2])] =
-              acc[((z - tz * kVoxTile) * kVoxTile + (y - ty * kVoxTile)) * kVoxTile +
-                  (x - tx * kVoxTile)];
   }
 }
 
@@ -210,15 +262,17 @@ void vox_backward_impl(const VoxCtx<T>& c, const T* go_all, const T* A, const T*
       const T dz = z * c.sp[0] - mu[0];
       for (int y = b[2]; y <= b[3]; ++y) {
         const T dy = y * c.sp[1] - mu[1];
+        int lo, hi;
+        if (!vox_row(Ak, dz, dy, mu[2], c.sp[2], c.c2, b[4], b[5], &lo, &hi)) continue;
         const T* gro = go_all + (z - c.off[0]) * sz + (y - c.off[1]) * sy - c.off[2];
-        for (int x = b[4]; x <= b[5]; ++x) {
+        for (int x = lo; x <= hi; ++x) {
           const T go = gro[x];
           const T d[3] = {dz, dy, x * c.sp[2] - mu[2]};
           T yv[3];
           const T m = vbgs::gm::vox_maha(Ak, d[0], d[1], d[2], yv);
           if (!(go != T(0) && m <= c.c2)) continue;
           T vals[13];
-          vbgs::gm::vox_grad_terms(true, go, vbgs::gm::gauss(m), amp, Ak, yv, d, vals);
+          vbgs::gm::vox_grad_terms(true, go, exp_neg_half(m), amp, Ak, yv, d, vals);
           for (int v = 0; v < 13; ++v) sum[v] += vals[v];
         }
       }
@@ -328,56 +382,58 @@ PixCtx<T> pix_ctx(const torch::Tensor& mean2d, const torch::Tensor& radii, int64
   return c;
 }
 
+// Pixel row r of item (ma, mb, conic): the chord of q within [q0, q1].
+template <typename T>
+inline bool pix_row(T c0, T c1, T c2, T da, T mb, T psb, T cut2, int q0, int q1, int* lo,
+                    int* hi) {
+  // m(q) = c0 da^2 + 2 c1 da db + c2 db^2, db = q psb - mb
+  const double D = da, P = psb, M = mb;
+  const double qa = double(c2) * P * P;
+  const double qb = (double(c1) * D - double(c2) * M) * P;
+  const double qc = double(c0) * D * D - 2.0 * double(c1) * D * M + double(c2) * M * M;
+  return chord(qa, qb, qc, double(cut2), q0, q1, lo, hi);
+}
+
+// Forward: OpenMP over the image rows of every camera; a row sums the items whose box meets it
+// in ascending item id (stable counting sort by row), so every pixel adds its terms in the same
+// order whatever the camera chunking or thread count.
 template <typename T>
 void pix_forward_impl(const PixCtx<T>& c, const T* mean2d, const T* conic, const T* weight,
                       T* out) {
   const int64_t n = c.B * c.N;
-  const int tr_n = static_cast<int>((c.H + kPixTile - 1) / kPixTile);
-  const int tc_n = static_cast<int>((c.W + kPixTile - 1) / kPixTile);
-  const int64_t per_cam = static_cast<int64_t>(tr_n) * tc_n;
-  const int64_t n_keys = c.B * per_cam;
+  const int64_t n_keys = c.B * c.H;
   std::vector<int> boxes(6 * n);
   std::vector<int64_t> base(n);
   for (int64_t i = 0; i < n; ++i) {
     const int* p = c.pb.data() + 4 * i;
     const bool ok = p[0] <= p[1] && p[2] <= p[3];
     int* b = boxes.data() + 6 * i;
-    b[0] = 0, b[1] = ok ? 0 : -1;
-    b[2] = ok ? p[0] / kPixTile : 1, b[3] = ok ? p[1] / kPixTile : 0;
-    b[4] = ok ? p[2] / kPixTile : 1, b[5] = ok ? p[3] / kPixTile : 0;
-    base[i] = (i / c.N) * per_cam;
+    b[0] = ok ? p[0] : 1, b[1] = ok ? p[1] : 0;
+    b[2] = 0, b[3] = 0, b[4] = 0, b[5] = 0;
+    base[i] = (i / c.N) * c.H;
   }
-  const TileLists L = build_lists(boxes, base, n, n_keys, 0, 0, 0, tr_n, tc_n);
+  const TileLists L = build_lists(boxes, base, n, n_keys, 0, 0, 0, 1, 1);
 
-#pragma omp parallel for schedule(dynamic, 1) num_threads(n_threads())
+#pragma omp parallel for schedule(dynamic, 4) num_threads(n_threads())
   for (int64_t key = 0; key < n_keys; ++key) {
-    const int64_t cam = key / per_cam;
-    const int tile = static_cast<int>(key % per_cam);
-    const int tr = tile / tc_n, tc = tile % tc_n;
-    const int r0 = tr * kPixTile, r1 = static_cast<int>(std::min<int64_t>(r0 + kPixTile, c.H)) - 1;
-    const int q0 = tc * kPixTile, q1 = static_cast<int>(std::min<int64_t>(q0 + kPixTile, c.W)) - 1;
-    T acc[kPixTile * kPixTile] = {};
+    const int r = static_cast<int>(key % c.H);
+    T* __restrict__ row = out + key * c.W;
     for (int64_t j = L.start[key]; j < L.start[key + 1]; ++j) {
       const int64_t i = L.ids[j];
       const int* p = c.pb.data() + 4 * i;
       const T ma = mean2d[2 * i], mb = mean2d[2 * i + 1];
       const T c0 = conic[3 * i], c1 = conic[3 * i + 1], c2 = conic[3 * i + 2];
-      const T w = weight[i];
-      const int br0 = std::max(r0, p[0]), br1 = std::min(r1, p[1]);
-      const int bq0 = std::max(q0, p[2]), bq1 = std::min(q1, p[3]);
-      for (int r = br0; r <= br1; ++r) {
-        const T da = r * c.ps[0] - ma;
-        T* row = acc + (r - r0) * kPixTile - q0;
-        for (int q = bq0; q <= bq1; ++q) {
-          const T db = q * c.ps[1] - mb;
-          const T m = std::max(vbgs::gm::pix_maha_raw(c0, c1, c2, da, db), T(0));
-          if (m <= c.c2) row[q] += w * vbgs::gm::gauss(m);
-        }
+      const T w = weight[i], cut2 = c.c2, psb = c.ps[1];
+      const T da = r * c.ps[0] - ma;
+      int lo, hi;
+      if (!pix_row(c0, c1, c2, da, mb, psb, cut2, p[2], p[3], &lo, &hi)) continue;
+      for (int q = lo; q <= hi; ++q) {
+        const T db = q * psb - mb;
+        const T mr = vbgs::gm::pix_maha_raw(c0, c1, c2, da, db);
+        const T m = mr > T(0) ? mr : T(0);
+        row[q] += w * exp_neg_half(m) * static_cast<T>(m <= cut2);
       }
     }
-    for (int r = r0; r <= r1; ++r)
-      for (int q = q0; q <= q1; ++q)
-        out[(cam * c.H + r) * c.W + q] = acc[(r - r0) * kPixTile + (q - q0)];
   }
 }
 
@@ -395,16 +451,17 @@ void pix_backward_impl(const PixCtx<T>& c, const T* go_all, const T* mean2d, con
     double sum[6] = {};
     for (int r = p[0]; r <= p[1]; ++r) {
       const T da = r * c.ps[0] - ma;
+      int lo, hi;
+      if (!pix_row(c0, c1, c2, da, mb, c.ps[1], c.c2, p[2], p[3], &lo, &hi)) continue;
       const T* gro = go_all + (cam * c.H + r) * c.W;
-      for (int q = p[2]; q <= p[3]; ++q) {
+      for (int q = lo; q <= hi; ++q) {
         const T go = gro[q];
         const T db = q * c.ps[1] - mb;
         const T mraw = vbgs::gm::pix_maha_raw(c0, c1, c2, da, db);
         const T m = std::max(mraw, T(0));
         if (!(go != T(0) && m <= c.c2)) continue;
         T vals[6];
-        vbgs::gm::pix_grad_terms(true, go, vbgs::gm::gauss(m), w, c0, c1, c2, da, db, mraw,
-                                 vals);
+        vbgs::gm::pix_grad_terms(true, go, exp_neg_half(m), w, c0, c1, c2, da, db, mraw, vals);
         for (int v = 0; v < 6; ++v) sum[v] += vals[v];
       }
     }
