@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import csv
 import os
 import subprocess
@@ -133,14 +135,36 @@ def test_target_bpp_solves_budget():
     params, enc, report = codec.params_for_target(target, vol, info)
     size = file_size(enc, vol.shape, vol.dtype, "volmicro")
     assert size <= target * vol.size / 8
-    assert params["max_gaussians"] == report["knob_value"]
-    assert enc.header["n"] <= params["max_gaussians"]
+    n = report["knob_value"]
+    assert params["final_gaussians"] == n and params["max_gaussians"] == math.ceil(n * 28_547 / 20_693)
+    assert enc.header["n"] <= n
     assert report["realised_bpp"] == pytest.approx(8 * size / vol.size)
     # the budget leaves less than one Gaussian unused
     over = file_size(type(enc)(enc.header, b""), vol.shape, vol.dtype, "volmicro")
-    assert 0 <= target * vol.size / 8 - (over + 22 * params["max_gaussians"]) < 22
+    assert 0 <= target * vol.size / 8 - (over + 22 * n) < 22
     with pytest.raises(VolbenchError):
         codec.params_for_target(0.01, vol, info)
+
+
+def test_budget_caps_the_final_count_not_the_peak(tmp_path):
+    """Seed 001: densification peaks above the final count (28.5k vs 20.7k); with a byte budget
+    of n Gaussians, training may grow to 1.38 n and Phase III prunes to n after densify_until."""
+    import csv
+
+    vol = blobs((8, 16, 16), seed=2)
+    info = VolumeInfo(seed=0, device="cpu", threads=1, workdir=tmp_path)
+    ratio = 10.0  # 409 bytes for 4096 original bytes
+    codec = VolMicro(**dict(FAST, iterations=24, n_gaussians=10, densify_from=4, densify_until=12,
+                            densify_interval=4, grad_threshold=0.0, target_ratio=ratio))
+    enc = codec.encode(vol, info)
+    n = codec.params["final_gaussians"]
+    assert n and codec.params["max_gaussians"] > n
+    rows = list(csv.DictReader(open(tmp_path / "history.csv")))
+    counts = {int(r["iteration"]): int(r["n_gaussians"]) for r in rows if r.get("stage", "train") == "train"}
+    assert max(c for it, c in counts.items() if it <= 12) > n  # the peak passes the budget
+    assert all(c == n for it, c in counts.items() if it > 12)  # Phase III: pruned to it
+    assert enc.header["n"] == n
+    assert file_size(enc, vol.shape, vol.dtype, "volmicro") <= vol.nbytes / ratio
 
 
 def test_presets_and_params():

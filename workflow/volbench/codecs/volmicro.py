@@ -9,6 +9,8 @@ sub-box of the volume from a file.
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from ..errors import CorruptFile, VolbenchError
@@ -26,6 +28,10 @@ _SHARED = {
     "clone_std": 0.01, "split_factor": 0.8, "split_offset": 0.25, "init_intensity": 0.1, "cutoff": 3.0,
     "target_ratio": None, "init_fraction": None, "clamp_scales": False,
     "lr_final_factor": 1.0, "init_knn_factor": 1.0,
+    # with a byte budget of n Gaussians (target_bpp / target_ratio): densification may grow to
+    # peak_factor x n (seed 001: a 28,547 peak for 20,693 final, 1.38), and Phase III prunes to
+    # n after densify_until (final_gaussians, set by the budget; null: no final cap)
+    "final_gaussians": None, "peak_factor": 28_547 / 20_693,
 }
 PRESETS = {
     # seed 001 Table 7 (and sec. 4.1): 10k iterations, N0 = 5000, densify every 100 iterations
@@ -60,9 +66,19 @@ class VolMicro(GaussianCodec):
             raise VolbenchError(f"codec volmicro: sample_ratio must be in (0, 1], got {p['sample_ratio']}")
         if float(p["cutoff"]) <= 0:
             raise VolbenchError("codec volmicro: cutoff must be > 0")
+        if not float(p["peak_factor"]) >= 1:
+            raise VolbenchError(f"codec volmicro: peak_factor must be >= 1, got {p['peak_factor']}")
 
     def bytes_per_gaussian(self) -> float:
         return float(fileformat.F16_BYTES_PER_GAUSSIAN)
+
+    def budget_params(self, n: int) -> dict:
+        """The budget caps the final count, not the Phase II peak: max_gaussians = peak_factor x
+        n for densification, final_gaussians = n (volfit prunes to it after densify_until)."""
+        params = super().budget_params(n)
+        params["max_gaussians"] = max(n, int(math.ceil(float(self.params["peak_factor"]) * n)))
+        params["final_gaussians"] = n
+        return params
 
     def template_header(self, volume, info, n) -> dict:
         vmin, vmax = common.intensity_range(volume)  # exactly what encode writes
