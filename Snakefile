@@ -8,8 +8,11 @@ from snakemake.utils import min_version
 min_version("8.0")
 
 
-# the embedded default, unless the command line names a config (--configfile replaces it)
-if "datasets" not in config:
+# the embedded default, unless the command line names config files: --configfile replaces it
+# completely (no key of the default is merged in; common.smk stops when datasets: or codecs: is
+# missing), and --config key=value overrides single keys of either
+CONFIGFILES = [str(f) for f in getattr(getattr(workflow, "config_settings", None), "configfiles", None) or ()]
+if not CONFIGFILES:
 
     configfile: os.path.join(workflow.basedir, "config/config.yaml")
 

@@ -4,6 +4,7 @@
 It is a working lossy codec (drops the lowest bit, zlib) except on the datasets named in its
 parameters: there its encoder raises MemoryError (as a codec running out of memory does), or
 its decoder calls os.abort() (as a crashing native library does: the process dies of SIGABRT).
+With `fail_while: PATH` its encoder fails while that file exists (a failure that goes away).
 """
 
 from __future__ import annotations
@@ -18,9 +19,12 @@ from volbench.codecs.base import Codec, Encoded, VolumeInfo
 
 class Failing(Codec):
     name = "failing"
-    defaults = {"encode_fail_on": "", "decode_abort_on": ""}
+    defaults = {"encode_fail_on": "", "decode_abort_on": "", "fail_while": ""}
 
     def encode(self, volume: np.ndarray, info: VolumeInfo) -> Encoded:
+        if self.params["fail_while"] and os.path.exists(self.params["fail_while"]):
+            # a failure that goes away (a full disk, a busy GPU): the rerun must redo the cell
+            raise RuntimeError(f"failing while {self.params['fail_while']} exists (simulated)")
         if info.name == self.params["encode_fail_on"]:
             # what numpy raises when an allocation fails
             raise MemoryError(f"Unable to allocate {volume.nbytes * 10**6} bytes (simulated, dataset {info.name})")

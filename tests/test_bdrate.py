@@ -106,13 +106,19 @@ def test_cli_writes_tables_with_reasons(tmp_path):
                    "--out", str(tmp_path / "paper")])
     assert rc == 0
     md = (tmp_path / "paper" / "bdrate.md").read_text()
-    assert "-4.42 %" in md and "too few points" in md and "pchip" in md
+    assert "BD-rate (%)" in md and "BD-PSNR (dB)" in md and "| -4.42 |" in md and "pchip" in md  # unit in the header
     assert "| a | JPEG2000 (slice-wise) |" in md  # the codec's display name
+    # a missing number is a dash with a short marker, the reason once under the table
+    assert "| a | VolMicro | —<sup>a</sup> | —<sup>a</sup> | —<sup>a</sup> | —<sup>a</sup> |" in md
+    assert "<sup>a</sup> fewer than 4 distinct finite rate points on one of the two curves" in md
+    assert "too few points" not in md and "<sup>b</sup>" not in md  # no footnote without a row that uses it
     assert "Skipped (the anchor hevc has no results there): c." in md and "| c |" not in md
     csv = pd.read_csv(tmp_path / "paper" / "bdrate.csv")
     assert len(csv) == 2 * 3 * 2 + 2  # datasets a, b: 3 codecs x 2 metrics; dataset c: 1 codec x 2 metrics
-    assert "Not compared (lossless on the dataset" in md and "Zstandard" not in md.split("*Not compared")[0]
-    assert "-4.42 \\%" in (tmp_path / "paper" / "bdrate.tex").read_text()
+    assert "Not compared (lossless: every point has infinite PSNR" in md and "Zstandard" not in md.split("*Not compared")[0]
+    assert "): Zstandard (lossless)." in md  # lossless on every dataset with an anchor: no dataset list
+    tex = (tmp_path / "paper" / "bdrate.tex").read_text()
+    assert "BD-rate (\\%)" in tex and "-4.42 &" in tex and "\\textsuperscript{a}" in tex
 
 
 def test_missing_anchor_is_a_note_not_an_error(tmp_path):
@@ -129,3 +135,21 @@ def test_missing_anchor_is_a_note_not_an_error(tmp_path):
     f = B.bd_frame(_summary(), anchor="jpeg2000")
     h = f[(f.dataset == "a") & (f.codec == "hevc") & (f.metric == "psnr_2d")].iloc[0]
     assert h["bd_rate_pct"] == pytest.approx(4.62, abs=0.05)  # the inverse comparison: positive
+
+
+def test_lossless_mode_rows_name_the_datasets_where_they_are_lossless(tmp_path):
+    """A lossless mode that is lossless on one dataset only is "not compared" there, named by
+    dataset, and near-lossless (a row, not ranked) where it is not."""
+    df = _summary().drop(columns=["_params", "size_mb"])
+    extra = [{"dataset": "a", "codec": "hevc_lossless", "codec_type": "hevc", "point": "lossless", "bpv": 8.0,
+              "psnr_2d": 82.6, "psnr_3d": 82.6, "status": "ok", "lossless": False, "params": json.dumps({"lossless": True}),
+              **get_codec("hevc").describe()},
+             {"dataset": "b", "codec": "hevc_lossless", "codec_type": "hevc", "point": "lossless", "bpv": 4.0,
+              "psnr_2d": math.inf, "psnr_3d": math.inf, "status": "ok", "lossless": True,
+              "params": json.dumps({"lossless": True}), **get_codec("hevc").describe()}]
+    df = selection.prepare(pd.concat([df, pd.DataFrame(extra)], ignore_index=True))
+    B.write_bdrate(df, tmp_path, anchor="hevc")
+    md = (tmp_path / "bdrate.md").read_text()
+    assert "| a | HEVC (x265), near-lossless |" in md  # a row on a, named for what it is there
+    assert "| b | HEVC (x265), " not in md  # no row on b, where it is lossless ...
+    assert "HEVC (x265), lossless (b)" in md.split("*Not compared")[1]  # ... but a note naming b

@@ -235,3 +235,25 @@ def test_target_ratio_solves_the_budget_from_the_compression_ratio():
         GaussianPile(target_ratio=0)
     with pytest.raises(VolbenchError):
         GaussianPile(init_fraction=1.5)
+
+
+def test_stop_at_is_a_snapshot_of_the_longer_run(tmp_path):
+    """Seed 000 Table 1's "iter=10k" is the 30k run stopped at 10k: stop_at keeps the schedules
+    of `iterations` (learning-rate decay, densification) and stops early; stop_at = iterations is
+    the full run, and the snapshot is not the shorter run with its own schedule."""
+    vol = blobs((6, 16, 16), seed=3)
+    p = dict(FAST, iterations=16, n_gaussians=60, max_gaussians=90, densify_from=4, densify_until=12,
+             densify_interval=4, log_every=4)
+
+    def enc(**kw):
+        info = VolumeInfo(spacing=(1.0, 1.0, 1.0), seed=7, device="cpu", threads=1, workdir=tmp_path)
+        return GaussianPile(**dict(p, **kw)).encode(vol, info)
+
+    snap = enc(stop_at=8)
+    rows = list(csv.DictReader(open(tmp_path / "history.csv")))
+    assert max(int(r["iteration"]) for r in rows) == 8
+    short = enc(iterations=8, densify_until=6)
+    assert snap.payload != short.payload
+    assert enc(stop_at=16).payload == enc().payload
+    with pytest.raises(VolbenchError, match="stop_at"):
+        GaussianPile(**dict(p, stop_at=17))

@@ -40,6 +40,9 @@ CASES = [
     ("unknown paper option", _cfg(paper={"rd_metric": ["psnr_3d"]}), "'rd_metric' was unexpected"),
     ("unknown rd metric", _cfg(paper={"rd_metrics": ["psnr_3d", "psnr"]}), "paper.rd_metrics[1]: 'psnr' is not one of"),
     ("bad bd_method", _cfg(paper={"bd_method": "linear"}), "paper.bd_method: 'linear' is not one of"),
+    # a --configfile replaces the embedded default: nothing of it is merged into a partial config
+    ("codecs only", {"codecs": GOOD_CODECS}, "no `datasets:` section; a --configfile replaces the embedded default"),
+    ("datasets only", {"datasets": GOOD_DS}, "no `codecs:` section; a --configfile replaces the embedded default"),
 ]
 
 
@@ -52,6 +55,31 @@ def test_invalid_config_fails_before_any_job(tmp_path, repo_root, label, cfg, ne
     assert r.returncode != 0
     assert needle in r.stdout + r.stderr, (r.stdout + r.stderr)[-2000:]
     assert not (tmp_path / "results").exists() and not (tmp_path / "logs").exists()
+
+
+def _dry_run(repo_root, workdir, *args):
+    return subprocess.run(["snakemake", "-n", "--snakefile", str(repo_root / "Snakefile"), "--directory", str(workdir),
+                           "--cores", "1", *args], capture_output=True, text=True, timeout=300)
+
+
+def test_configfile_replaces_the_default_and_config_overrides_keys(tmp_path, repo_root):
+    """`--configfile` plans its own datasets and codecs only, never the default's; `--config key=value`
+    still overrides single keys, on top of a --configfile or of the default."""
+    default = yaml.safe_load((repo_root / "config/config.yaml").read_text())
+    cf = tmp_path / "mine.yaml"
+    cf.write_text(yaml.safe_dump(_cfg()))
+    r = _dry_run(repo_root, tmp_path, "--configfile", str(cf))
+    out = r.stdout + r.stderr
+    assert r.returncode == 0, out[-3000:]
+    assert "results/metrics/a/zstd/level-3/metrics.json" in out
+    for name in list(default["datasets"]) + [c for c in default["codecs"] if c != "zstd"]:
+        assert f"/{name}/" not in out, name  # nothing of the default is planned
+    r = _dry_run(repo_root, tmp_path, "--configfile", str(cf), "--config", "codecs={zstd: {rate_points: [{level: 5}]}}")
+    assert r.returncode == 0 and "results/metrics/a/zstd/level-5/metrics.json" in r.stdout + r.stderr
+    for args in (["--configfile", str(cf)], []):
+        r = _dry_run(repo_root, tmp_path, *args, "--config", "device=bogus")
+        assert r.returncode != 0 and "config device: 'bogus'" in r.stdout + r.stderr, (r.stdout + r.stderr)[-2000:]
+    assert not (tmp_path / "results").exists()
 
 
 def test_check_config_accepts_the_shipped_configs(repo_root):

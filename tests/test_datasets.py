@@ -280,3 +280,57 @@ def test_archive_member_and_traversal(tmp_path, vol):
         tf.addfile(ti)
     with pytest.raises(VolbenchError, match="link or device"):
         fetch.extract_member(evil_tar, "v.tif", tmp_path / "ex3", "d")
+
+
+# -- issue 22, item 6 --------------------------------------------------------------------------------
+
+
+def test_4d_tiff_without_axes_says_how_to_set_axes_and_channel(tmp_path):
+    """A plain 4D TIFF does not name its axes (tifffile reads QQYX): the message says to set `axes:`
+    and `channel:`, as for .npy, instead of blaming an axis; with both set it is read."""
+    p = tmp_path / "v.tif"
+    vol = np.arange(16 * 2 * 8 * 9, dtype=np.uint16).reshape(16, 2, 8, 9)
+    tifffile.imwrite(p, vol)
+    for entry in ({"path": str(p)}, {"path": str(p), "channel": 0}):
+        msg = _prep_cli(tmp_path, entry)
+        assert "`axes:`" in msg and "`channel:`" in msg and "crop the file" not in msg, msg
+    assert "`channel: 0` needs a C axis" in _prep_cli(tmp_path, {"path": str(p), "channel": 0})
+    meta = prepare.prepare("d", {"path": str(p), "axes": "ZCYX", "channel": 1}, tmp_path / "ok")
+    assert meta["shape"] == [16, 8, 9]
+    assert np.array_equal(read_volume(tmp_path / "ok" / "volume.tif"), vol[:, 1])
+
+
+def test_zip_symlink_members_are_refused(tmp_path):
+    import stat
+
+    arch = tmp_path / "link.zip"
+    with zipfile.ZipFile(arch, "w") as zf:
+        info = zipfile.ZipInfo("data/v.tif")
+        info.external_attr = (stat.S_IFLNK | 0o777) << 16
+        zf.writestr(info, "/etc/passwd")
+    with pytest.raises(VolbenchError, match="link or device; refusing"):
+        fetch.extract_member(arch, "data", tmp_path / "ex", "d")
+    assert not (tmp_path / "ex" / "data" / "v.tif").exists()
+
+
+@pytest.mark.parametrize("kind", ["traversal", "link", "no member"])
+def test_refused_archive_leaves_nothing_in_downloads(tmp_path, vol, kind):
+    buf = io.BytesIO()
+    tifffile.imwrite(buf, vol)
+    arch = tmp_path / "a.tar"
+    with tarfile.open(arch, "w") as tf:
+        ti = tarfile.TarInfo("data/v.tif")
+        ti.size = len(buf.getvalue())
+        tf.addfile(ti, io.BytesIO(buf.getvalue()))
+        if kind != "no member":
+            ti = tarfile.TarInfo("data/../../evil.tif" if kind == "traversal" else "data/link")
+            if kind == "link":
+                ti.type, ti.linkname = tarfile.SYMTYPE, "/etc/passwd"
+            tf.addfile(ti, io.BytesIO(b""))
+    sha = hashlib.sha256(arch.read_bytes()).hexdigest()
+    out = tmp_path / "resources" / "downloads" / "dsx" / "v.tif"
+    entry = {"url": arch.as_uri(), "sha256": sha, "member": "data" if kind != "no member" else "other/v.tif"}
+    r = subprocess.run([sys.executable, "-m", "volbench.cli", "fetch", "--name", "dsx", "--entry", json.dumps(entry),
+                        "--out", str(out)], capture_output=True, text=True)
+    assert r.returncode == 1 and "dataset dsx: archive" in r.stderr, r.stderr
+    assert not out.exists() and sorted(p.name for p in out.parent.iterdir()) == []  # no archive.download, no extracted/

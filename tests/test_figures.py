@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import json
+import re
+from pathlib import Path
 
 import matplotlib
 import matplotlib.image as mpimg
+import matplotlib.text
 import numpy as np
 import pandas as pd
 import pytest
@@ -149,7 +152,7 @@ def test_styles_hue_from_family_and_one_look_per_instance(tree):
     _, df = tree
     extra = df.iloc[[0]].assign(codec="hevc_lossless", point="lossless")  # a 2nd instance of hevc's family
     look = style.styles(selection.prepare(pd.concat([df, extra], ignore_index=True)))
-    assert look["hevc"].label == "HEVC (x265)" and look["hevc_lossless"].label == "HEVC (x265) [hevc_lossless]"
+    assert look["hevc"].label == "HEVC (x265)" and look["hevc_lossless"].label == "HEVC (x265), lossless"
     # one family, one hue (the first instance has it exactly), the others differ by marker, line, lightness
     blue = matplotlib.colormaps["tab10"](style.FAMILY_HUES["video"])[:3]
     assert look["hevc"].color == pytest.approx(blue)
@@ -168,3 +171,234 @@ def test_rd_lines_use_the_instance_styles(tree, tmp_path, drawn_lines):
     look = style.styles(df)
     assert drawn_lines["HEVC (x265)"] == (look["hevc"].color, look["hevc"].marker)
     assert drawn_lines["VolMicro"] == (look["volmicro"].color, look["volmicro"].marker)
+
+
+# ----------------------------------------------------------------------------------------------
+# one style per codec instance, in every panel and figure (the figure objects, before saving)
+@pytest.fixture
+def figs(monkeypatch):
+    """The figures volbench.paper.figures draws while active, by file stem (nothing written)."""
+    import matplotlib.pyplot as plt
+
+    drawn: dict[str, object] = {}
+
+    def keep(fig, base, formats=("png", "pdf")):
+        fig.canvas.draw()
+        drawn[Path(base).name] = fig
+        return []
+
+    monkeypatch.setattr(F, "save_figure", keep)
+    yield drawn
+    for fig in drawn.values():
+        plt.close(fig)
+
+
+#: every codec type of the default config, with its instances (the lossless ones and GaussianPile's
+#: noquant variant): (instance, codec type, rate points as (point, bpv, psnr offset))
+DEFAULT_LIKE = [
+    ("zstd", "zstd", [("level-19", 11.0, None)]),
+    ("zfp", "zfp", [("rate-1", 1.0, 35.0), ("rate-2", 2.0, 41.0), ("rate-4", 4.0, 51.0)]),
+    ("zfp_lossless", "zfp", [("mode-reversible", 12.0, None)]),
+    ("hevc", "hevc", [("crf-34", 0.1, 32.0), ("crf-22", 0.3, 40.0), ("target_bpp-0.073", 0.075, 30.0)]),
+    ("hevc_lossless", "hevc", [("lossless", 8.0, 82.6)]),  # near-lossless on 16-bit data, lossless on 8-bit
+    ("jpeg2000", "jpeg2000", [("ratio-40", 0.3, 33.0), ("ratio-10", 1.5, 48.0)]),
+    ("jpeg2000_lossless", "jpeg2000", [("lossless", 9.8, None)]),
+    ("siren", "siren", [("width-16", 0.04, 21.0), ("width-32", 0.13, 24.0)]),
+    ("volmicro", "volmicro", [("target_bpp-0.073", 0.073, 28.0)]),
+    ("gaussianpile", "gaussianpile", [("target_ratio-18", 0.88, 40.0)]),
+    ("gaussianpile_noquant", "gaussianpile", [("target_ratio-18", 2.5, 40.5)]),
+    ("gs3d_slice", "gs3d_slice", [("own", 4.8, 25.0), ("target_ratio-18", 0.72, 27.0)]),
+]
+
+
+def _default_like(res=None):
+    """A summary of every default codec on two datasets ("a": 16-bit, "b": 8-bit where hevc_lossless is
+    lossless); with `res`, the decoded volumes of dataset "a" too (the lossless ones equal the original)."""
+    rows = []
+    for ds in ("a", "b"):
+        for codec, ctype, points in DEFAULT_LIKE:
+            for point, bpv, psnr in points:
+                lossless = psnr is None or (codec == "hevc_lossless" and ds == "b")
+                p2 = np.inf if lossless else psnr + (1.0 if ds == "b" else 0.0)
+                rows.append({"dataset": ds, "codec": codec, "codec_type": ctype, "point": point, "bpv": bpv,
+                             "psnr_2d": p2, "psnr_3d": p2, "ssim_3d": 1.0 if lossless else 0.5 + psnr / 200,
+                             "lpips": 0.0 if lossless else 0.5 - psnr / 200, "lossless": lossless,
+                             "encode_seconds": 0.003 if ctype == "zfp" else 30.0 if ctype in ("gaussianpile", "volmicro")
+                             else 1.0, "decode_seconds": 0.1, "decode_mvox_s": 5.0 + bpv, "status": "ok",
+                             "params": json.dumps({"lossless": True} if "lossless" in codec else {}),
+                             "target_bpp": 0.073 if "target_bpp" in point else np.nan, **get_codec(ctype).describe()})
+    df = selection.prepare(pd.DataFrame(rows))
+    if res is not None:
+        orig = _original()
+        (res / "data" / "a").mkdir(parents=True)
+        tifffile.imwrite(res / "data" / "a" / "volume.tif", orig)
+        rng = np.random.default_rng(2)
+        for r in F.nearest_points(df, "a", 0.073):
+            d = res / "decoded" / "a" / r["codec"] / r["point"]
+            d.mkdir(parents=True)
+            exact = not np.isfinite(r["psnr_2d"])
+            rec = orig if exact else np.clip(orig + 30 * rng.standard_normal(SHAPE), 0, 65535).astype(np.uint16)
+            tifffile.imwrite(d / "volume.tif", rec)
+    return df
+
+
+def _codec_colors(fig) -> dict[str, set]:
+    """{codec instance: the colours of every artist drawn for it} in all axes of a figure."""
+    out: dict[str, set] = {}
+    for ax in fig.axes:
+        for a in list(ax.get_lines()) + list(ax.collections):
+            if a.get_gid():
+                col = a.get_color() if hasattr(a, "get_xdata") else a.get_facecolor()[0]
+                out.setdefault(a.get_gid(), set()).add(tuple(round(float(c), 4) for c in matplotlib.colors.to_rgb(col)))
+    return out
+
+
+def test_every_instance_has_its_own_style():
+    df = _default_like()
+    look = style.styles(df)
+    assert len(look) == len(DEFAULT_LIKE)
+    assert len({s.color for s in look.values()}) == len(look)  # a colour of its own: no cycle wraps
+    assert look["zstd"].color != look["gaussianpile"].color
+    assert look["gaussianpile"].marker != look["gaussianpile_noquant"].marker
+    # the family gives the hue: the instances of one family are shades of it
+    hue = {c: matplotlib.colors.rgb_to_hsv(s.color)[0] for c, s in look.items()}
+    assert abs(hue["hevc"] - hue["hevc_lossless"]) < 0.05 and abs(hue["hevc"] - hue["jpeg2000"]) > 0.1
+    # one label scheme: a lossless mode is named by what it achieved (here: lossless on one dataset only)
+    assert look["hevc_lossless"].label == "HEVC (x265), lossless mode"
+    assert look["gaussianpile_noquant"].label == "GaussianPile, noquant"
+
+
+def test_one_style_per_codec_in_every_panel_and_figure(figs, tmp_path):
+    from volbench.summary import plot_rd
+
+    res = tmp_path / "results"
+    df = _default_like(res)
+    look = style.styles(df)
+    s = tmp_path / "summary.csv"
+    df.drop(columns=["_params", "size_mb"]).to_csv(s, index=False)
+    for ds in ("a", "b"):
+        plot_rd(s, ds, tmp_path / f"rd_{ds}.png")  # the overview (results/plots/{dataset}/rd.png)
+        F.rd_curves(df, ds, tmp_path / ds)
+    F.bubble_chart(df, tmp_path / "bubble")
+    drawn_somewhere = set()
+    for name, fig in figs.items():
+        cols = _codec_colors(fig)
+        assert cols, name
+        for codec, c in cols.items():
+            want = tuple(round(x, 4) for x in look[codec].color)
+            assert c == {want}, (name, codec, c, want)  # the same colour in every panel and figure
+            drawn_somewhere.add(codec)
+    assert drawn_somewhere == set(look)
+    # zfp_lossless (PSNR all infinite) is a dotted line in the PSNR panels, markers in SSIM: one colour
+    ov = figs["rd_a"]
+    assert {a.get_gid() for a in ov.axes[0].get_lines()} >= {"zfp_lossless", "zstd"}
+    assert {a.get_gid() for a in ov.axes[2].get_lines()} >= {"zfp_lossless", "zstd"}
+
+
+def test_one_legend_outside_the_axes_listing_every_codec_drawn(figs, tmp_path):
+    df = _default_like()
+    F.rd_overview(df, "a", tmp_path / "rd.png")
+    F.rd_curves(df, "a", tmp_path, metrics=("psnr_2d",))
+    F.bubble_chart(df, tmp_path / "bubble")
+    for name, fig in figs.items():
+        legends = list(fig.legends) + [ax.get_legend() for ax in fig.axes if ax.get_legend()]
+        assert len(legends) == 1, name
+        leg = legends[0]
+        drawn = {a.get_gid() for ax in fig.axes for a in list(ax.get_lines()) + list(ax.collections) if a.get_gid()}
+        texts = [t.get_text() for t in leg.get_texts()]
+        assert len(texts) == len(drawn) == len(set(texts)), (name, texts, drawn)
+        box = leg.get_window_extent()
+        for ax in fig.axes:
+            a = ax.get_window_extent()
+            assert box.x0 >= a.x1 - 1 or box.x1 <= a.x0 + 1 or box.y0 >= a.y1 - 1 or box.y1 <= a.y0 + 1, name
+    # per dataset, a lossless mode says what it is there; a codec without finite PSNR says lossless
+    texts = [t.get_text() for t in figs["rd_psnr_2d"].axes[0].get_legend().get_texts()]
+    assert "HEVC (x265), near-lossless" in texts and "ZFP, lossless" in texts and "Zstandard (lossless)" in texts
+
+
+def test_bubble_labels_do_not_overlap_and_partial_means_are_marked(figs, tmp_path):
+    df = _default_like()
+    F.bubble_chart(df, tmp_path / "bubble")
+    fig = figs["bubble"]
+    ax = fig.axes[0]
+    boxes = [matplotlib.text.Text.get_window_extent(t) for t in ax.texts if t.get_text()[:1].isdigit()]
+    assert len(boxes) == sum(len(p) for c, _, p in DEFAULT_LIKE if c not in ("zstd", "zfp_lossless",
+                                                                           "jpeg2000_lossless"))
+    for i, a in enumerate(boxes):
+        assert all(not a.overlaps(b) for b in boxes[i + 1:])
+        assert ax.get_window_extent().contains(a.x0, a.y0) and ax.get_window_extent().contains(a.x1, a.y1)
+    labels = [t.get_text() for t in ax.texts]
+    # the time as the tables write it (ms / s), not "minutes"; hevc_lossless is lossless on "b":
+    # its circle is the mean of "a" alone, marked, and the note says why
+    assert "3ms" in labels and "1.0s" in labels and "1.0s*" in labels
+    note = [t for t in labels if t.startswith("* ")]
+    assert len(note) == 1 and note[0].startswith("* HEVC (x265), lossless mode: mean without b (lossless, PSNR = ∞)\n")
+    shown = note[0].split("\n")[1]
+    assert shown.startswith("Not shown (lossless on every dataset, PSNR = ∞): ")
+    assert set(shown.split(": ", 1)[1].split("; ")) == {"Zstandard (lossless)", "ZFP, lossless",
+                                                        "JPEG2000 (slice-wise), lossless"}
+    assert "minutes" not in ax.get_title()
+
+
+def test_place_labels_keeps_crowded_labels_apart():
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(3, 2))
+    xy = [(1.0 + 0.01 * i, 1.0 + 0.01 * (i % 3)) for i in range(12)]  # a tight cluster
+    ax.set_xlim(0, 3)
+    ax.set_ylim(0, 3)
+    anns = F.place_labels(ax, xy, [f"{i}.0s" for i in range(12)], [4.0] * 12)
+    fig.canvas.draw()
+    boxes = [matplotlib.text.Text.get_window_extent(a) for a in anns]  # the texts, not their leader lines
+    assert all(not a.overlaps(b) for i, a in enumerate(boxes) for b in boxes[i + 1:])
+    plt.close(fig)
+
+
+def test_training_dynamics_decoded_psnr_identical_runs_and_missing_quantities(figs, tree, tmp_path):
+    res, df = tree
+    enc = res / "encoded" / "ds" / "volmicro" / "target_bpp-0.073"
+    h = pd.read_csv(enc / "history.csv")
+    h.loc[5, "psnr"] = 99.0  # a noisy batch: the dashed line must not be its maximum
+    final = pd.DataFrame([{"iteration": 1000, "loss": np.nan, "psnr": 19.2, "mse": 0.012, "n_gaussians": 900,
+                           "seconds": 100.0, "stage": "decoded_file"}])
+    pd.concat([h, final]).to_csv(enc / "history.csv", index=False)
+    twin = res / "encoded" / "ds" / "siren" / "width-16"  # the same run as siren's target point
+    twin.mkdir(parents=True)
+    (twin / "history.csv").write_text((res / "encoded" / "ds" / "siren" / "target_bpp-0.073" / "history.csv").read_text())
+    F.training_dynamics(res, "ds", tmp_path / "train", df)
+    fig = figs["train"]
+    psnr_ax, n_ax = fig.axes[1], fig.axes[3]
+    dashed = [ln.get_ydata()[0] for ln in psnr_ax.get_lines() if ln.get_linestyle() == "--"]
+    assert dashed == [pytest.approx(19.2)]  # the decoded file's PSNR, not max(batch PSNR) = 99
+    # the decoded-file row is not part of the training curve
+    vm = [ln for ln in psnr_ax.get_lines() if ln.get_gid() == "volmicro" and ln.get_linestyle() != "--"]
+    assert len(vm) == 1 and 1000 not in list(vm[0].get_xdata())
+    # identical runs drawn once, labelled with both points
+    labels = [t.get_text() for t in fig.legends[0].get_texts()]  # (siren has no summary row: its own name)
+    assert [t for t in labels if t.startswith("siren")] == ["siren, 0.073 bpv = width 16 (identical runs)"]
+    assert n_ax.get_title().endswith("\nnot logged by siren")
+    # colours follow the family: SIREN's neural hue, VolMicro's Gaussian one
+    look = style.styles(df, extra=["siren"])
+    assert {ln.get_color() for ln in psnr_ax.get_lines() if ln.get_gid() == "volmicro" and ln.get_linestyle() != "--"} \
+        == {F.point_color(look["volmicro"].color, 0)}
+
+
+def test_qualitative_grids_at_most_five_columns_and_collapse_lossless(figs, tmp_path):
+    res = tmp_path / "results"
+    df = _default_like(res)
+    F.qualitative(df, res, "a", tmp_path / "qual", tmp_path / "err", bpv=0.073)
+    q, e = figs["qual"], figs["err"]
+    for fig in (q, e):
+        assert fig.get_size_inches()[0] * 150 <= 2400  # savefig.dpi 150
+        lefts = {round(ax.get_position().x0, 3) for ax in fig.axes if ax.images}
+        assert len(lefts) <= 5
+    titles = [ax.get_title() for ax in q.axes if ax.get_title()]
+    assert not any("Zstandard" in t or "ZFP, lossless" in t for t in titles)  # collapsed into one note
+    notes = [t.get_text() for t in q.texts if t.get_text().startswith("Lossless")]
+    assert len(notes) == 1 and notes[0].startswith("Lossless (decoded volume identical to the original, not shown): ")
+    assert set(notes[0].split(": ", 1)[1].rstrip(".").split("; ")) == {
+        "Zstandard (lossless)", "ZFP, lossless", "JPEG2000 (slice-wise), lossless"}
+    assert "HEVC (x265), near-lossless\n8 bpv" in titles  # not exact: drawn, and named for what it is
+    errs = [ax.get_title() for ax in e.axes if ax.images and ax.get_title()]
+    assert errs and all(re.search(r"\nMAE [0-9][0-9,]*(\.[0-9]+)? grey levels$", t) for t in errs), errs
+    assert not any("e+" in t for t in errs)

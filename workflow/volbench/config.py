@@ -43,6 +43,24 @@ def schema_error(err) -> str:
     return f"config {where or '(top level)'}: {what}"
 
 
+def check_sections(config: dict, configfiles=()) -> None:
+    """A config names its own experiment: `datasets:` and `codecs:`. A file given with --configfile
+    replaces the embedded default (config/config.yaml) instead of being merged into it, so a file
+    without them is an error that says so, not a run of the default's datasets or codecs."""
+    missing = [k for k in ("datasets", "codecs") if not config.get(k)]
+    if not missing:
+        return
+    what = " and ".join(f"`{k}:`" for k in missing)
+    if configfiles:
+        names = ", ".join(str(f) for f in configfiles)
+        raise VolbenchError(
+            f"config {names}: no {what} section; a --configfile replaces the embedded default "
+            "(config/config.yaml) and is not merged with it, so it needs its own datasets: and codecs: "
+            "(copy them from config/config.yaml)")
+    raise VolbenchError(f"config: no {what} section (--replace-workflow-config without --configfile drops the "
+                        "embedded default); give a config file with --configfile")
+
+
 def check_config(config: dict) -> None:
     """The checks beyond the JSON schema, which has run already (types, known keys, each dataset's
     one source): raise VolbenchError naming the offending key."""

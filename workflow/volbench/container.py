@@ -23,7 +23,7 @@ import zlib
 from pathlib import Path
 from typing import Any
 
-from .errors import CorruptFile
+from .errors import REENCODE, CorruptFile
 
 MAGIC = b"VOLBENCH"
 VERSION = 1
@@ -47,27 +47,27 @@ def pack(header: dict[str, Any], payload: bytes) -> bytes:
 def unpack(data: bytes, source: str = "<bytes>") -> tuple[dict[str, Any], bytes]:
     """Parse container bytes; raise CorruptFile naming `source` on any inconsistency."""
     if len(data) < _FIXED.size or data[:8] != MAGIC:
-        raise CorruptFile(f"{source}: not a volbench compressed file (bad magic); re-run its encode job")
+        raise CorruptFile(f"{source}: not a volbench compressed file (bad magic); {REENCODE}")
     _, version, hlen = _FIXED.unpack_from(data, 0)
     if version != VERSION:
         raise CorruptFile(f"{source}: container version {version} is not supported (expected {VERSION})")
     off = _FIXED.size
     if len(data) < off + hlen + _PAYLOAD.size:
-        raise CorruptFile(f"{source}: truncated header; re-run its encode job")
+        raise CorruptFile(f"{source}: truncated header; {REENCODE}")
     try:
         header = json.loads(data[off : off + hlen].decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise CorruptFile(f"{source}: damaged header ({exc}); re-run its encode job") from None
+        raise CorruptFile(f"{source}: damaged header ({exc}); {REENCODE}") from None
     off += hlen
     plen, crc = _PAYLOAD.unpack_from(data, off)
     off += _PAYLOAD.size
     payload = data[off:]
     if len(payload) != plen:
         raise CorruptFile(
-            f"{source}: truncated payload ({len(payload)} of {plen} bytes); re-run its encode job"
+            f"{source}: truncated payload ({len(payload)} of {plen} bytes); {REENCODE}"
         )
     if zlib.crc32(payload) & 0xFFFFFFFF != crc:
-        raise CorruptFile(f"{source}: payload checksum mismatch (damaged file); re-run its encode job")
+        raise CorruptFile(f"{source}: payload checksum mismatch (damaged file); {REENCODE}")
     return header, payload
 
 

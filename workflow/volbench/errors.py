@@ -11,3 +11,8 @@ class CodecUnavailable(VolbenchError):
 
 class CorruptFile(VolbenchError):
     """A compressed file is truncated or damaged."""
+
+
+#: what a message about a damaged compressed file advises: a command that works (in the workflow,
+#: a rerun redoes a cell whose decode found its file damaged: volbench.cellstate)
+REENCODE = "re-encode it (in the workflow: run the same snakemake command again, it redoes the cell)"

@@ -17,6 +17,10 @@
   orientation, chosen by a seeded generator among the slices whose two sides are both >= 32 pixels
   (AlexNet's minimum); each slice scaled to [-1, 1] by the original's min and R (reconstruction
   clipped), repeated to 3 channels; the mean over the sampled slices.
+* Seed 001's protocol (protocol_001, the columns psnr_001 / ssim_001 / lpips_vgg_001 of the
+  VolMicro tables): 10 slices drawn by a seeded generator, 5 axial, 3 coronal, 2 sagittal (seed
+  001 sec. 4.1); 2D PSNR and SSIM (same R and window rules) and LPIPS with the VGG16 backbone
+  (v0.1) on each, averaged over the 10.
 * Large volumes: compute_chunked() gives compute()'s values from memory-mapped volumes
   (open_volume) block by block, within VOLBENCH_METRICS_MEMORY_MB (default 1024 MB) of working
   arrays; the score jobs use it (see the section at the end of this module).
@@ -143,6 +147,60 @@ def lpips_score(orig, rec, vmin: float, data_range: float, slices_per_axis: int 
             tb = torch.from_numpy(np.clip((b - vmin) / data_range * 2 - 1, -1, 1))[None, None].repeat(1, 3, 1, 1)
             vals.append(float(m(ta, tb).item()))
     return float(np.mean(vals))
+
+
+#: seed 001's slice sample: slices per axis (axial Z, coronal Y, sagittal X)
+PROTOCOL_001_SLICES = (5, 3, 2)
+PROTOCOL_001_COLUMNS = ("psnr_001", "ssim_001", "lpips_vgg_001")
+
+
+def protocol_001_slices(shape, seed: int = 0, per_axis=PROTOCOL_001_SLICES) -> list[tuple[int, int]]:
+    """Seed 001's 10 evaluation slices: (axis, index) pairs, per_axis[a] distinct indices drawn
+    along axis a (all of them when the axis is shorter), by a generator seeded with `seed`."""
+    rng = np.random.default_rng(seed)
+    picks = []
+    for axis, k in enumerate(per_axis):
+        n = int(shape[axis])
+        picks += [(axis, int(i)) for i in sorted(rng.choice(n, size=min(int(k), n), replace=False))]
+    return picks
+
+
+def protocol_001(orig, rec, seed: int = 0, lpips: bool = True) -> dict[str, float]:
+    """psnr_001, ssim_001, lpips_vgg_001: seed 001's metrics on its 10-slice sample (module
+    docstring), with the original's data range; LPIPS with the VGG16 backbone (NaN when
+    lpips=False or a slice is smaller than LPIPS_MIN_SIDE on a side)."""
+    if tuple(orig.shape) != tuple(rec.shape):
+        raise ValueError(f"shape mismatch: original {orig.shape}, reconstruction {rec.shape}")
+    vmin, vmax = math.inf, -math.inf
+    for z0, z1 in _z_chunks(tuple(orig.shape), memory_budget_mb()):
+        a = np.asarray(orig[z0:z1])
+        vmin, vmax = min(vmin, float(a.min())), max(vmax, float(a.max()))
+    R = vmax - vmin
+    nan = float("nan")
+    if R <= 0:
+        return {"psnr_001": nan, "ssim_001": nan, "lpips_vgg_001": nan}
+    picks = protocol_001_slices(orig.shape, seed)
+    pairs = [(np.take(orig, i, axis=ax).astype(np.float64), np.take(rec, i, axis=ax).astype(np.float64))
+             for ax, i in picks]
+    psnrs = [psnr_from_mse(float(np.mean((a - b) ** 2)), R) for a, b in pairs]
+    out = {"psnr_001": float("inf") if all(math.isinf(v) for v in psnrs) else
+           float(np.mean([min(v, PSNR_CAP) for v in psnrs])),
+           "ssim_001": float(np.mean([ssim(a, b, R) for a, b in pairs])),
+           "lpips_vgg_001": nan}
+    if lpips and all(min(a.shape) >= LPIPS_MIN_SIDE for a, _ in pairs):
+        import torch
+
+        from .lpips_weights import model
+
+        m = model("vgg")
+        vals = []
+        with torch.no_grad():
+            for a, b in pairs:
+                ta = torch.from_numpy(((a - vmin) / R * 2 - 1).astype(np.float32))[None, None].repeat(1, 3, 1, 1)
+                tb = torch.from_numpy(np.clip((b - vmin) / R * 2 - 1, -1, 1).astype(np.float32))[None, None]
+                vals.append(float(m(ta, tb.repeat(1, 3, 1, 1)).item()))
+        out["lpips_vgg_001"] = float(np.mean(vals))
+    return out
 
 
 def compute(orig: np.ndarray, rec: np.ndarray, *, foreground_threshold: float = 0.01,

@@ -55,19 +55,22 @@ def encode_cell(volume_path, meta_path, codec_type: str, params: dict, out_dir, 
     return record
 
 
-def decode_cell(vbc_path, out_dir, *, device: str = "auto") -> dict:
-    """Decode the compressed file alone; writes out_dir/volume.tif and returns the record."""
+def decode_cell(vbc_path, out_dir, *, device: str = "auto", modules=()) -> dict:
+    """Decode the compressed file alone; writes out_dir/volume.tif and returns the record.
+    `modules`: the codec modules the run's config names, the only ones the decoder may import
+    (never a module a file names by itself: codecs.base.decoder_for)."""
     vbc_path, out_dir = Path(vbc_path), Path(out_dir)
     data = vbc_path.read_bytes()
     header, _ = container.unpack(data, str(vbc_path))
     try:  # import the codec's libraries before the clock starts
-        from .codecs.base import get_codec
+        from .codecs.base import check_header, decoder_for
 
-        get_codec(header["codec"]).versions()
+        kind, _, _, _, module = check_header(header, str(vbc_path))
+        decoder_for(kind, module, modules, str(vbc_path)).versions()
     except Exception:
-        pass  # decode_bytes reports a bad header or a missing codec clearly
+        pass  # decode_bytes reports a bad header or a codec it may not load clearly
     t0 = time.perf_counter()
-    vol, header = decode_bytes(data, str(vbc_path), device=device)
+    vol, header = decode_bytes(data, str(vbc_path), device=device, modules=modules)
     seconds = time.perf_counter() - t0
     io.write_volume(out_dir / "volume.tif", vol)
     return {"status": "ok", "decode_seconds": seconds, "decode_mvox_s": vol.size / seconds / 1e6 if seconds > 0 else None,
@@ -77,6 +80,7 @@ def decode_cell(vbc_path, out_dir, *, device: str = "auto") -> dict:
 def isolated(argv: list[str], record_path: Path, what: str) -> dict:
     """Run `volbench <argv> --in-process` in a child; on failure write a failed record."""
     cmd = [sys.executable, "-m", "volbench.cli", *argv, "--in-process"]
+    record_path.unlink(missing_ok=True)  # only the child's own record counts
     t0 = time.perf_counter()
     proc = subprocess.Popen(cmd, stdout=sys.stderr, stderr=subprocess.PIPE, text=True)
     tail: list[str] = []
@@ -95,6 +99,10 @@ def isolated(argv: list[str], record_path: Path, what: str) -> dict:
         reason = msgs[-1].removeprefix("volbench: error: ") if msgs else (tail[-1] if tail else f"exit code {rc}")
     rec = {"status": "failed", "error": f"{what} failed: {reason}", "returncode": rc,
            "seconds": time.perf_counter() - t0}
+    if record_path.exists():  # what the child recorded of its failure (a damaged input: `corrupt`)
+        child = io.read_json(record_path)
+        if isinstance(child, dict) and child.get("corrupt"):
+            rec["corrupt"] = True
     io.write_json(record_path, rec)
     return rec
 
@@ -157,6 +165,8 @@ def score_cell(original, meta_path, decoded_dir, encode_dir, *, cell: dict, lpip
     })
     if rc:
         row["rate_hit"] = rc.get("hit")
+        # a target_bpp the codec could not reach: the cell ran (status ok), at the closest rate
+        row["target_missed"] = not rc.get("hit", True)
     return row
 
 

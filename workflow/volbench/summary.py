@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import math
-from pathlib import Path
-
-import numpy as np
 
 from . import io
 
@@ -21,7 +18,7 @@ COLUMNS = [
     "dataset", "codec", "codec_type", "point", "params", "target_bpp", "knob", "knob_value", "bytes",
     "original_bytes", "compression_ratio", "bpv", *METRICS, "encode_seconds", "decode_seconds",
     "decode_mvox_s", "encode_peak_mb", "decode_peak_mb", "n_voxels", "lossless", "status", "error", "versions",
-    "foreground_fraction", "mse", "rate_hit", "metrics_2d_source", *CODEC_COLUMNS, *FILE_STATS,
+    "foreground_fraction", "mse", "rate_hit", "metrics_2d_source", *CODEC_COLUMNS, *FILE_STATS, "target_missed",
 ]
 #: metrics_2d_source values: where psnr_2d / ssim_2d come from (Codec.rendered_slices)
 SOURCE_VOLUME, SOURCE_RENDERED = "decoded volume", "rendered slices"
@@ -33,7 +30,8 @@ NUMERIC = [
 ]
 
 _MD = ["dataset", "codec", "point", "bytes", "compression_ratio", "bpv", "psnr_2d", "ssim_2d", "psnr_3d",
-       "ssim_3d", "lpips", "psnr_fg", "encode_seconds", "decode_seconds", "decode_mvox_s", "status"]
+       "ssim_3d", "lpips", "psnr_fg", "encode_seconds", "decode_seconds", "decode_mvox_s", "status",
+       "target_missed"]
 
 
 def load(paths) -> "pd.DataFrame":  # noqa: F821
@@ -67,8 +65,14 @@ def markdown(df, columns=_MD) -> str:
         lines.append("| " + " | ".join(_fmt(r[c]) for c in cols) + " |")
     failed = df[df["status"] != "ok"]
     if len(failed):
-        lines += ["", "Failed cells:", ""]
+        lines += ["", "Failed cells (run the same snakemake command again to redo them):", ""]
         lines += [f"- {r.dataset} / {r.codec} / {r.point}: {r.error}" for r in failed.itertuples()]
+    missed = df[df["target_missed"].eq(True)] if "target_missed" in df.columns else df[:0]
+    if len(missed):
+        lines += ["", "Missed targets (target_missed: the target_bpp lies outside what the codec's rate knob "
+                  "reaches; the row is the closest file it makes):", ""]
+        lines += [f"- {r.dataset} / {r.codec} / {r.point}: target {_fmt(r.target_bpp)} bpv, realised "
+                  f"{_fmt(r.bpv)} bpv at {r.knob}={_fmt(r.knob_value)}" for r in missed.itertuples()]
     return "\n".join(lines) + "\n"
 
 
@@ -80,34 +84,9 @@ def summarize(metric_paths, out_csv, out_md) -> None:
 
 
 def plot_rd(summary_csv, dataset: str, out) -> None:
-    """PSNR (2D, 3D), SSIM and LPIPS against bits per voxel, a line per codec."""
-    import matplotlib
+    """PSNR (2D, 3D), SSIM and LPIPS against bits per voxel, a line per codec instance, each in the
+    style it has in every figure of the run (volbench.paper.style), one legend for all panels."""
+    from .paper.figures import rd_overview
+    from .paper.selection import load_summary
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    import pandas as pd
-
-    df = pd.read_csv(summary_csv)
-    df = df[(df["dataset"] == dataset) & (df["status"] == "ok")]
-    metrics = [("psnr_2d", "2D PSNR (dB)"), ("psnr_3d", "3D PSNR (dB)"), ("ssim_3d", "3D SSIM"), ("lpips", "LPIPS")]
-    fig, axes = plt.subplots(1, 4, figsize=(16, 3.8))
-    for ax, (col, label) in zip(axes, metrics):
-        for codec, g in df.groupby("codec"):
-            g = g.sort_values("bpv")
-            y = g[col].astype(float).replace([np.inf], np.nan)
-            if y.notna().any():
-                ax.plot(g["bpv"], y, marker="o", label=codec)
-            lossless = g[np.isinf(g[col].astype(float))]
-            for bpv in lossless["bpv"]:
-                ax.axvline(bpv, ls=":", lw=0.8, color="gray")
-        ax.set_xscale("log")
-        ax.set_xlabel("bits per voxel")
-        ax.set_ylabel(label)
-        ax.grid(True, which="both", alpha=0.3)
-    axes[0].legend(fontsize=8)
-    fig.suptitle(f"{dataset}: rate-distortion (dotted: lossless codecs' rates)")
-    fig.tight_layout()
-    try:
-        io.atomic_write(out, lambda tmp: fig.savefig(tmp, dpi=110, format=Path(out).suffix.lstrip(".")))
-    finally:
-        plt.close(fig)
+    rd_overview(load_summary(summary_csv), dataset, out)

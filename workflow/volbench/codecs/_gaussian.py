@@ -289,7 +289,7 @@ SHARED = {
     "position_lr": 6e-4, "opacity_lr": 2e-2, "scale_lr": 2e-3, "rotation_lr": 1e-3, "lr_final_factor": 0.1,
     "lambda_dssim": 0.2, "min_opacity": 0.02, "percent_dense": 0.01, "init_opacity": 0.1, "init_threshold": 0.05,
     "init_calibrate": False, "target_ratio": None, "init_fraction": None, "densify_grad_unit": "pixel", "split": "sample",
-    "min_init_scale": 0.3, "cutoff": 3.0, "opacity_threshold": 1e-4, "sigma_z": None,
+    "min_init_scale": 0.3, "cutoff": 3.0, "opacity_threshold": 1e-4, "sigma_z": None, "stop_at": None,
     "quantize": True, "position_bits": 14, "opacity_bits": 12, "scale_bits": 12, "rotation_bits": 12,
 }
 #: the fixed-choice parameters of both slice codecs (besides "preset")
@@ -334,6 +334,8 @@ class SliceGaussianCodec(GaussianCodec):
         for k in ("position_bits", "opacity_bits", "scale_bits", "rotation_bits"):
             if not 2 <= int(p[k]) <= 21:
                 raise VolbenchError(f"codec {self.name}: {k} must be in [2, 21], got {p[k]}")
+        if p.get("stop_at") is not None and not 1 <= int(p["stop_at"]) <= int(p["iterations"]):
+            raise VolbenchError(f"codec {self.name}: stop_at must be in [1, iterations], got {p['stop_at']}")
         if p["sigma_z"] is not None and not float(p["sigma_z"]) > 0:
             raise VolbenchError(f"codec {self.name}: sigma_z must be > 0 (physical units) or null")
 
@@ -384,7 +386,8 @@ class SliceGaussianCodec(GaussianCodec):
         init = self.initial(vol01, spacing_w, n0, gen, sigma_w)
         if p.get("init_calibrate"):
             init = slicefit.calibrate_opacity(ops, init, vol01, spacing_w, sigma_w, self.render_mode, p, device)
-        prog = Progress(f"{self.name} {info.name}", int(p["iterations"]), info.workdir, bool(p["progress"]))
+        last = min(int(p["iterations"]), int(p.get("stop_at") or p["iterations"]))  # slicefit.train
+        prog = Progress(f"{self.name} {info.name}", last, info.workdir, bool(p["progress"]))
         try:
             g, stats = slicefit.train(ops, vol01, spacing_w, sigma_w, self.render_mode, init, p, device, gen, prog)
             self._last_gaussians = g
@@ -394,7 +397,7 @@ class SliceGaussianCodec(GaussianCodec):
             enc = self.pack(g, base)
             rec = self.render(ops, enc.header, enc.payload, volume.shape, device, None, "<encode>")
             mse = float(np.mean((rec - vol01) ** 2))
-            prog.log(int(p["iterations"]), float("nan"), mse, int(enc.header["n"]), stage="decoded_file")
+            prog.log(last, float("nan"), mse, int(enc.header["n"]), stage="decoded_file")
         finally:
             prog.close()
         return enc

@@ -19,6 +19,8 @@ from __future__ import annotations
 import importlib
 import logging
 import math
+import os
+import re
 import sys
 import time
 from dataclasses import dataclass, field
@@ -28,7 +30,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from .. import container
-from ..errors import CorruptFile, VolbenchError
+from ..errors import REENCODE, CorruptFile, VolbenchError
 
 log = logging.getLogger("volbench.codecs")
 
@@ -154,7 +156,11 @@ def _full_header(codec: str, header: dict[str, Any], shape, dtype) -> dict[str, 
 
 def bisect_rate(codec: Codec, target_bpp: float, volume: np.ndarray, info: VolumeInfo,
                 tolerance: float = 0.05, max_steps: int = 24):
-    """Bisection on the codec's rate knob, as CompressAI's find_close does for images."""
+    """Bisection on the codec's rate knob, as CompressAI's find_close does for images.
+
+    The two ends of the knob's range are tried first: a target outside the rates they give cannot
+    be reached, so the search stops there (two encodes) with the closer end, ``hit`` False and one
+    warning; otherwise the bisection runs between them."""
     knob = codec.rate_knob
     if knob is None:
         raise VolbenchError(f"codec {codec.name} has no rate knob: target_bpp is not supported")
@@ -172,7 +178,8 @@ def bisect_rate(codec: Codec, target_bpp: float, volume: np.ndarray, info: Volum
         log.info("target_bpp %.4g: %s=%s -> %.4g bpp", target_bpp, knob, value, bpp)
         return params, enc, bpp
 
-    tried = []
+    def close(t):
+        return abs(t[2] - target_bpp) <= tolerance * target_bpp
 
     def fwd(x):
         return math.log(x) if codec.rate_knob_log else x
@@ -180,41 +187,40 @@ def bisect_rate(codec: Codec, target_bpp: float, volume: np.ndarray, info: Volum
     def inv(y):
         return math.exp(y) if codec.rate_knob_log else y
 
+    # the ends of the range first: the rates the knob can reach at all
+    tried = [trial(lo), trial(hi)]
+    best = min(tried, key=lambda t: abs(t[2] - target_bpp))
+    smallest, largest = min(t[2] for t in tried), max(t[2] for t in tried)
+    outside = target_bpp < smallest or target_bpp > largest
     a, b = fwd(lo), fwd(hi)
-    best = None
-    for _ in range(max_steps):
-        mid = inv((a + b) / 2)
-        if codec.rate_knob_integer and tried and int(round(mid)) in [int(round(t[0][knob])) for t in tried]:
-            break
-        params, enc, bpp = trial(mid)
-        tried.append((params, enc, bpp))
-        if best is None or abs(bpp - target_bpp) < abs(best[2] - target_bpp):
-            best = (params, enc, bpp)
-        if abs(bpp - target_bpp) <= tolerance * target_bpp:
-            break
-        too_big = bpp > target_bpp
-        # move toward smaller files when too big
-        if too_big == codec.rate_knob_increases_size:
-            b = fwd(mid)
-        else:
-            a = fwd(mid)
-        if codec.rate_knob_integer and abs(inv(b) - inv(a)) < 0.5:
-            break
-    # the ends of the range, in case the target lies outside what the middle steps reached
-    if abs(best[2] - target_bpp) > tolerance * target_bpp:
-        for end in (lo, hi):
-            params, enc, bpp = trial(end)
-            if abs(bpp - target_bpp) < abs(best[2] - target_bpp):
-                best = (params, enc, bpp)
+    if not close(best) and not outside:
+        for _ in range(max_steps):
+            mid = inv((a + b) / 2)
+            if codec.rate_knob_integer and int(round(mid)) in [int(round(t[0][knob])) for t in tried]:
+                break
+            t = trial(mid)
+            tried.append(t)
+            if abs(t[2] - target_bpp) < abs(best[2] - target_bpp):
+                best = t
+            if close(t):
+                break
+            too_big = t[2] > target_bpp
+            # move toward smaller files when too big
+            if too_big == codec.rate_knob_increases_size:
+                b = fwd(mid)
+            else:
+                a = fwd(mid)
+            if codec.rate_knob_integer and abs(inv(b) - inv(a)) < 0.5:
+                break
     params, enc, bpp = best
-    hit = abs(bpp - target_bpp) <= tolerance * target_bpp
+    hit = close(best)
     if not hit:
-        log.warning(
-            "codec %s: target %.4g bpp not reachable within %.0f%%; closest %.4g bpp at %s=%s",
-            codec.name, target_bpp, 100 * tolerance, bpp, knob, params[knob],
-        )
+        why = (f"not reachable: outside the {smallest:.4g}..{largest:.4g} bpp that {knob} {lo:g}..{hi:g} gives"
+               if outside else f"not reachable within {100 * tolerance:.0f}%")
+        log.warning("codec %s: target %.4g bpp %s; closest %.4g bpp at %s=%s (row marked target_missed)",
+                    codec.name, target_bpp, why, bpp, knob, params[knob])
     report = {"target_bpp": target_bpp, "realised_bpp": bpp, "knob": knob, "knob_value": params[knob],
-              "hit": hit, "trials": len(tried)}
+              "hit": hit, "trials": len(tried), "reachable_bpp": [smallest, largest]}
     return params, enc, report
 
 
@@ -248,6 +254,84 @@ def get_codec(kind: str, module: str | None = None) -> type[Codec]:
 def available() -> list[str]:
     here = Path(__file__).parent
     return sorted(p.stem for p in here.glob("*.py") if not p.stem.startswith("_") and p.stem != "base")
+
+
+def decoder_for(kind: str, module: str | None, allowed_modules=(), source: str = "<bytes>") -> type[Codec]:
+    """The codec class that decodes a file whose header names codec type `kind` and `module`.
+
+    A compressed file never chooses code to run: a type is looked up among volbench's own codecs
+    (volbench/codecs/<kind>.py), and a header's `module` is imported only when the caller allows
+    it (`allowed_modules`: the modules that the run's config names, which the decode rule passes
+    on the command line; ``volbench decode-file --module``)."""
+    if not module:
+        return get_codec(kind)
+    if module not in set(allowed_modules or ()):
+        raise CorruptFile(
+            f"{source}: its header says codec {kind!r} lives in module {module!r}, which volbench does not "
+            "import on a file's word; if you trust that module, allow it: `volbench decode-file --module "
+            f"{module} ...` (the workflow passes the `module:` of the config's codec instance)")
+    return get_codec(kind, module)
+
+
+# -- header checks before decoding ------------------------------------------------------------
+#: the voxel types a compressed file may declare: numeric numpy dtypes (volbench's datasets are
+#: uint8, uint16, int16 or float32; every codec's decoder casts to the declared type)
+DECODE_DTYPES = ("uint8", "int8", "uint16", "int16", "uint32", "int32", "uint64", "int64",
+                 "float16", "float32", "float64")
+#: environment variable: the largest decoded volume in bytes (default: this machine's memory)
+MAX_DECODE_BYTES_ENV = "VOLBENCH_MAX_DECODE_BYTES"
+_NAME = re.compile(r"^[A-Za-z0-9_]+$")
+
+
+def max_decode_bytes() -> int:
+    """The most bytes a decoded volume may take: $VOLBENCH_MAX_DECODE_BYTES, else the machine's
+    physical memory (a decoder holds the whole volume in memory)."""
+    env = os.environ.get(MAX_DECODE_BYTES_ENV, "").strip()
+    if env:
+        try:
+            return int(float(env))
+        except ValueError:
+            raise VolbenchError(f"{MAX_DECODE_BYTES_ENV}={env} is not a number of bytes") from None
+    try:
+        return int(os.sysconf("SC_PAGE_SIZE")) * int(os.sysconf("SC_PHYS_PAGES"))
+    except (ValueError, OSError, AttributeError):
+        return 1 << 40
+
+
+def check_header(header: Any, source: str = "<bytes>") -> tuple[str, tuple[int, int, int], np.dtype, dict, str | None]:
+    """The container header's generic fields, checked before any allocation: (codec type, shape,
+    dtype, codec header, module). Raises CorruptFile, one line naming the file, otherwise."""
+    fix = f"the file is damaged or was not written by volbench; {REENCODE}"
+    if not isinstance(header, dict):
+        raise CorruptFile(f"{source}: header is not a JSON object; {fix}")
+    missing = [k for k in ("codec", "shape", "dtype", "codec_header") if k not in header]
+    if missing:
+        raise CorruptFile(f"{source}: header lacks {', '.join(repr(k) for k in missing)}; {fix}")
+    kind, shape, dtype, chead = header["codec"], header["shape"], header["dtype"], header["codec_header"]
+    module = header.get("module")
+    if not isinstance(kind, str) or not _NAME.match(kind):
+        raise CorruptFile(f"{source}: header codec {kind!r} is not a codec type (letters, digits, _); {fix}")
+    if module is not None and (not isinstance(module, str)
+                               or not all(_NAME.match(part) for part in module.split("."))):
+        raise CorruptFile(f"{source}: header module {module!r} is not a Python module path; {fix}")
+    if (not isinstance(shape, list) or len(shape) != 3
+            or not all(isinstance(s, int) and not isinstance(s, bool) and s >= 1 for s in shape)):
+        raise CorruptFile(f"{source}: header shape {shape!r} is not a volume's shape (three positive integers "
+                          f"Z, Y, X); {fix}")
+    if not isinstance(dtype, str) or dtype not in DECODE_DTYPES:
+        raise CorruptFile(f"{source}: header dtype {dtype!r} is not a numeric voxel type (one of "
+                          f"{', '.join(DECODE_DTYPES)}); {fix}")
+    if not isinstance(chead, dict):
+        raise CorruptFile(f"{source}: header's codec_header is not a JSON object; {fix}")
+    dt = np.dtype(dtype)
+    nbytes = math.prod(shape) * dt.itemsize
+    limit = max_decode_bytes()
+    if nbytes > limit:
+        raise CorruptFile(
+            f"{source}: header says shape {shape} {dtype}, {nbytes / 2**30:.3g} GiB decoded, more than the "
+            f"{limit / 2**30:.3g} GiB this machine allows ({MAX_DECODE_BYTES_ENV}, default its memory); the file is "
+            "damaged, or decode it on a machine with more memory")
+    return kind, (int(shape[0]), int(shape[1]), int(shape[2])), dt, chead, module
 
 
 # -- file-level encode / decode ---------------------------------------------------------------
@@ -300,30 +384,32 @@ def _torch_threads(restore: int | None = None) -> int | None:
     return torch.get_num_threads()
 
 
-def decode_bytes(data: bytes, source: str = "<bytes>", device: str = "auto") -> tuple[np.ndarray, dict]:
+def decode_bytes(data: bytes, source: str = "<bytes>", device: str = "auto",
+                 modules=()) -> tuple[np.ndarray, dict]:
+    """Decode container bytes. The header is checked before anything is allocated (check_header,
+    then each codec's decode checks its own fields against the payload); a header's `module` is
+    imported only when it is one of `modules` (decoder_for)."""
     header, payload = container.unpack(data, source)
-    try:
-        kind = header["codec"]
-        shape = tuple(int(s) for s in header["shape"])
-        dtype = np.dtype(header["dtype"])
-        chead = header["codec_header"]
-    except (KeyError, TypeError) as exc:
-        raise CorruptFile(f"{source}: header lacks {exc}; re-run its encode job") from None
-    cls = get_codec(kind, header.get("module"))
+    kind, shape, dtype, chead, module = check_header(header, source)
+    cls = decoder_for(kind, module, modules, source)
     cls.check_available()
     try:
         out = cls.decode(chead, payload, shape, dtype, device=device)
+    except CorruptFile as exc:  # the codec's own header checks: name the file
+        raise CorruptFile(str(exc) if source in str(exc) else f"{source}: {exc}") from None
     except VolbenchError:
         raise
     except Exception as exc:  # a damaged payload surfaces as a library error
-        raise CorruptFile(f"{source}: {kind} payload could not be decoded ({type(exc).__name__}: {exc})") from exc
+        raise CorruptFile(f"{source}: {kind} payload could not be decoded ({type(exc).__name__}: {exc}); "
+                          f"{REENCODE}") from exc
     if out.shape != shape or out.dtype != dtype:
         raise CorruptFile(f"{source}: decoded {out.shape} {out.dtype}, header says {shape} {dtype}")
     return out, header
 
 
-def decode_file(path, device: str = "auto") -> tuple[np.ndarray, dict]:
-    return decode_bytes(Path(path).read_bytes() if Path(path).exists() else _missing(path), str(path), device)
+def decode_file(path, device: str = "auto", modules=()) -> tuple[np.ndarray, dict]:
+    return decode_bytes(Path(path).read_bytes() if Path(path).exists() else _missing(path), str(path), device,
+                        modules)
 
 
 def _missing(path):

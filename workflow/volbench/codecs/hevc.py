@@ -47,6 +47,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import logging
+import math
 import os
 import re
 import shutil
@@ -56,7 +57,7 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import CodecUnavailable, CorruptFile, VolbenchError
+from ..errors import REENCODE, CodecUnavailable, CorruptFile, VolbenchError
 from .base import Codec, Encoded, VolumeInfo, bisect_rate
 
 log = logging.getLogger("volbench.codecs.hevc")
@@ -124,7 +125,8 @@ def _run(stream, exe: str, data: bytes, what: str) -> bytes:
 def _run_into(stream, exe: str, data: bytes, nbytes: int, what: str) -> tuple[np.ndarray, int, int]:
     """Run ffmpeg with `data` on stdin, reading stdout straight into a preallocated buffer.
 
-    Returns (buffer of `nbytes` uint8, bytes received into it, bytes received beyond it). The
+    Returns (buffer of `nbytes` uint8, bytes received into it, whether ffmpeg wrote more than
+    that: it is then stopped, and the rest is never held in memory). The
     decoder's output size is known from the header, so this skips subprocess.communicate's
     chunk list and join (one full copy of the volume) and reads through a 1 MiB pipe.
     """
@@ -149,13 +151,16 @@ def _run_into(stream, exe: str, data: bytes, nbytes: int, what: str) -> tuple[np
     buf = np.empty(nbytes, np.uint8)
     view = memoryview(buf)
     got = 0
+    extra = 0
     try:
         while got < nbytes:
             n = proc.stdout.readinto(view[got:])
             if not n:
                 break
             got += n
-        extra = len(proc.stdout.read())
+        if proc.stdout.read(1):  # output beyond the header's frames: not held, ffmpeg stopped
+            extra = 1
+            proc.kill()
     except BaseException:
         proc.kill()  # do not leave ffmpeg blocked on a pipe nobody reads
         raise
@@ -165,7 +170,7 @@ def _run_into(stream, exe: str, data: bytes, nbytes: int, what: str) -> tuple[np
             t.join()
         proc.stdout.close()
         proc.stderr.close()
-    if rc != 0:
+    if rc != 0 and not extra:
         tail = b"".join(err).decode("utf-8", "replace").strip().splitlines()[-3:]
         raise VolbenchError(f"codec hevc: ffmpeg failed to {what}: {' | '.join(tail) or f'exit status {rc}'}")
     return buf, got, extra
@@ -222,6 +227,51 @@ def from_12bit(mapped: np.ndarray, t: dict[str, Any], dtype: np.dtype) -> np.nda
 
 def _padded(n: int, minimum: int) -> int:
     return max(minimum, -(-n // ALIGN) * ALIGN)
+
+
+#: the fewest bytes a coded picture takes in an Annex-B stream (start code and NAL unit header)
+MIN_FRAME_BYTES = 5
+
+
+def _checked_header(header: dict[str, Any], payload: bytes, shape: tuple[int, int, int],
+                    dtype: np.dtype) -> tuple[int, int, int, str]:
+    """(frame height, width, bits, pixel format) of a codec header, checked against the volume's
+    shape and dtype and the payload's length before anything is allocated; CorruptFile otherwise."""
+    nz, ny, nx = shape
+
+    def bad(what):
+        return CorruptFile(f"codec hevc: {what}; {REENCODE}")
+
+    try:
+        hy, wx = (int(s) for s in header["frame_size"])
+        bits, pix_fmt = int(header["bits"]), header["pix_fmt"]
+    except (KeyError, TypeError, ValueError):
+        raise bad("header lacks a valid frame_size, bits or pix_fmt") from None
+    if (bits, pix_fmt) not in ((8, "gray"), (BITS_HIGH, "gray12le")):
+        raise bad(f"unexpected bits {bits} / pixel format {pix_fmt!r} in header")
+    if dtype.kind not in "ui" or (bits == 8) != (dtype == np.uint8):
+        raise bad(f"{bits}-bit frames cannot hold a {dtype.name} volume (uint8: 8-bit, other integers: 12-bit)")
+    if not (ny <= hy <= _padded(ny, MIN_HEIGHT) and nx <= wx <= _padded(nx, MIN_WIDTH)):
+        raise bad(f"frame_size {hy}x{wx} does not fit slices of {ny}x{nx} (padded to at most "
+                  f"{_padded(ny, MIN_HEIGHT)}x{_padded(nx, MIN_WIDTH)})")
+    if header.get("pad", [hy - ny, wx - nx]) != [hy - ny, wx - nx] or header.get("frames", nz) != nz:
+        raise bad(f"pad {header.get('pad')} / frames {header.get('frames')} disagree with frame_size {hy}x{wx} "
+                  f"and shape {list(shape)}")
+    if len(payload) < MIN_FRAME_BYTES * nz:
+        raise bad(f"payload of {len(payload)} bytes cannot hold {nz} coded frames")
+    t = header.get("transform")
+    if bits == 8:
+        if t is not None:
+            raise bad("8-bit frames with a sample transform")
+    else:
+        try:
+            kind, scale, vmin = t["kind"], float(t["scale"]), t["min"]
+        except (KeyError, TypeError, ValueError):
+            raise bad("12-bit frames without a valid sample transform") from None
+        if (kind not in ("identity", "offset", "scale") or not (math.isfinite(scale) and scale > 0)
+                or isinstance(vmin, bool) or not isinstance(vmin, (int, float)) or not math.isfinite(vmin)):
+            raise bad(f"invalid sample transform {t!r}")
+    return hy, wx, bits, pix_fmt
 
 
 class HEVC(Codec):
@@ -306,11 +356,7 @@ class HEVC(Codec):
     def decode(cls, header: dict[str, Any], payload: bytes, shape: tuple[int, ...], dtype: np.dtype,
                device: str = "auto") -> np.ndarray:
         nz, ny, nx = (int(s) for s in shape)
-        hy, wx = (int(s) for s in header["frame_size"])
-        bits = int(header["bits"])
-        pix_fmt = header["pix_fmt"]
-        if pix_fmt not in ("gray", "gray12le"):
-            raise CorruptFile(f"codec hevc: unexpected pixel format {pix_fmt!r} in header")
+        hy, wx, bits, pix_fmt = _checked_header(header, payload, (nz, ny, nx), np.dtype(dtype))
         exe = _ffmpeg_exe()
         ff = _ffmpeg_python()
         # passthrough: one output frame per coded frame, whatever the (meaningless) timestamps
@@ -321,10 +367,10 @@ class HEVC(Codec):
         raw, got, extra = _run_into(stream, exe, payload, nz * frame_bytes, "decode the hevc payload")
         if got < nz * frame_bytes:
             raise CorruptFile(f"codec hevc: decoder returned {got // frame_bytes} frames of {hy}x{wx}, "
-                              f"expected {nz}")
-        if extra:  # never seen; keep the coded frames, not duplicates
-            log.warning("hevc: decoder returned %d bytes more than %d frames; using the first %d frames",
-                        extra, nz, nz)
+                              f"expected {nz}; {REENCODE}")
+        if extra:  # more or larger pictures than the header says: not this file's stream
+            raise CorruptFile(f"codec hevc: the stream holds more than the header's {nz} frames of {hy}x{wx}; "
+                              f"{REENCODE}")
         arr = raw.view(np.uint8 if bits == 8 else "<u2").reshape(nz, hy, wx)[:, :ny, :nx]
         if bits == 8:
             return np.ascontiguousarray(arr).astype(np.dtype(dtype), copy=False)  # our own buffer

@@ -45,7 +45,7 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import CodecUnavailable, CorruptFile, VolbenchError
+from ..errors import REENCODE, CodecUnavailable, CorruptFile, VolbenchError
 from .base import Codec, Encoded, VolumeInfo
 
 INSTALL_HINT = "install OpenJPEG: apt-get install libopenjp2-7"
@@ -112,6 +112,39 @@ def _main_header_length(cs: bytes) -> int:
             return pos
         pos += 2 + struct.unpack_from(">H", cs, pos + 2)[0]
     raise VolbenchError("codec jpeg2000: no tile-part (SOT marker) found in OpenJPEG's codestream")
+
+
+def _checked_types(header: dict[str, Any], dtype: np.dtype) -> tuple[np.dtype, int]:
+    """The coded sample type and its bits, checked against the volume's dtype and transform."""
+    coded, t = header.get("coded_dtype"), header.get("transform")
+    if coded not in ("uint8", "uint16"):
+        raise CorruptFile(f"codec jpeg2000: header coded_dtype {coded!r} is not uint8 or uint16; {REENCODE}")
+    if t is None:
+        if coded != dtype.name:
+            raise CorruptFile(f"codec jpeg2000: {coded} slices without a transform cannot hold a {dtype.name} "
+                              f"volume; {REENCODE}")
+    elif (not isinstance(t, dict) or t.get("kind") not in ("identity", "offset", "scale") or coded != "uint16"
+          or dtype.kind not in "ui"):
+        raise CorruptFile(f"codec jpeg2000: invalid sample transform {t!r} for {coded} slices of a {dtype.name} "
+                          f"volume; {REENCODE}")
+    return np.dtype(coded), 8 * np.dtype(coded).itemsize
+
+
+_SIZ = struct.Struct(">HHIIIIIIIIH")
+
+
+def _check_siz(cs: bytes, z: int, ny: int, nx: int, bits: int) -> None:
+    """Slice z's codestream declares one tile of ny x nx, one component of `bits` unsigned bits
+    (what the encoder writes); CorruptFile otherwise."""
+    if len(cs) < 4 + _SIZ.size + 3 or cs[:4] != b"\xff\x4f\xff\x51":
+        raise CorruptFile(f"codec jpeg2000: slice {z} is not a J2K codestream (no SOC, SIZ); {REENCODE}")
+    _, _, xs, ys, xo, yo, xt, yt, xto, yto, comps = _SIZ.unpack_from(cs, 4)
+    ssiz, xr, yr = cs[4 + _SIZ.size], cs[5 + _SIZ.size], cs[6 + _SIZ.size]
+    if (xs - xo, ys - yo) != (nx, ny) or comps != 1 or (ssiz & 0x7F) + 1 != bits or ssiz & 0x80 or (xr, yr) != (1, 1):
+        raise CorruptFile(f"codec jpeg2000: slice {z} declares {ys - yo}x{xs - xo}, {comps} component(s) of "
+                          f"{(ssiz & 0x7F) + 1} bits, the header says {ny}x{nx}, 1 of {bits}; {REENCODE}")
+    if xo or yo or xto or yto or xt < xs or yt < ys:
+        raise CorruptFile(f"codec jpeg2000: slice {z} is tiled ({xt}x{yt} tiles), volbench writes one tile; {REENCODE}")
 
 
 def _scratch_parent() -> str | None:
@@ -208,19 +241,24 @@ class JPEG2000(Codec):
         glymur = _glymur()
         nz, ny, nx = (int(s) for s in shape)
         if len(payload) < 8:
-            raise CorruptFile("codec jpeg2000: payload too short for its slice index")
+            raise CorruptFile(f"codec jpeg2000: payload too short for its slice index; {REENCODE}")
         n, hlen = struct.unpack_from("<II", payload, 0)
         if n != nz or len(payload) < 8 + hlen + 4 * n:
-            raise CorruptFile(f"codec jpeg2000: slice index holds {n} slices, the volume has {nz}")
+            raise CorruptFile(f"codec jpeg2000: slice index holds {n} slices, the volume has {nz}; {REENCODE}")
         head = payload[8:8 + hlen]
         lengths = struct.unpack_from(f"<{n}I", payload, 8 + hlen)
         off = 8 + hlen + 4 * n
         if off + sum(lengths) != len(payload):
-            raise CorruptFile("codec jpeg2000: slice index does not match the payload length")
-        coded = np.dtype(header["coded_dtype"])
+            raise CorruptFile(f"codec jpeg2000: slice index does not match the payload length; {REENCODE}")
+        coded, bits = _checked_types(header, np.dtype(dtype))
+        threads = header.get("threads", 1)
+        threads = max(1, min(os.cpu_count() or 1, threads if isinstance(threads, int) else 1))
+        starts = np.concatenate(([off], off + np.cumsum(lengths, dtype=np.int64)))
+        for z in range(n):  # every slice declares the header's image before anything is allocated
+            _check_siz(head + payload[starts[z]:min(starts[z] + 64, starts[z + 1])], z, ny, nx, bits)
         out = np.empty((nz, ny, nx), dtype=coded)
         with tempfile.TemporaryDirectory(prefix="volbench-j2k-", dir=_scratch_parent()) as tmp, \
-                _threads(glymur, int(header.get("threads", 1))), warnings.catch_warnings():
+                _threads(glymur, threads), warnings.catch_warnings():
             warnings.simplefilter("ignore")
             path = Path(tmp) / "slice.j2k"
             for z, length in enumerate(lengths):

@@ -459,6 +459,10 @@ class SirenCodec(Codec):
     # -- decode ----------------------------------------------------------------------------------
     @classmethod
     def decode(cls, header, payload, shape, dtype, device="auto"):
+        # every check before anything is allocated: the header, then the payload's exact length
+        # (the container's shape and dtype were checked by base.check_header)
+        if len(shape) != 3:
+            raise CorruptFile(f"siren decodes 3D volumes, the container says shape {tuple(shape)}")
         width, depth, bits, vmin, vmax = _parse_header(header)
         expected = payload_bytes(width, depth, bits)
         if len(payload) != expected:
@@ -469,6 +473,4 @@ class SirenCodec(Codec):
         tensors = unpack_weights(bytes(payload), width, depth, bits)
         if not all(np.all(np.isfinite(t)) for t in tensors):
             raise CorruptFile("siren payload holds non-finite weights; the file is damaged, re-run its encode job")
-        if len(shape) != 3:
-            raise CorruptFile(f"siren decodes 3D volumes, the container says shape {tuple(shape)}")
         return evaluate_grid(tensors, tuple(int(s) for s in shape), vmin, vmax, dtype, resolve_device(device))

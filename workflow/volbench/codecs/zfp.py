@@ -12,7 +12,7 @@ from importlib.metadata import version
 
 import numpy as np
 
-from ..errors import VolbenchError
+from ..errors import REENCODE, CorruptFile, VolbenchError
 from .base import Codec, Encoded, VolumeInfo
 
 #: zfpy 1.0.1 aborts the whole process ("malloc(): invalid size") in fixed-rate mode below about
@@ -24,6 +24,39 @@ _KNOBS = {
     "accuracy": ("tolerance", (1e-3, 1e5), False, True),
     "precision": ("precision", (1, 32), True, False),
 }
+
+
+def _checked_stream(zfpy, payload: bytes, shape) -> bytes:
+    """The zfp stream, checked before zfpy allocates anything from its own header: a float32 array of
+    the container's shape, and in fixed-rate mode every block's bits present. zfp's bit reader has
+    no bounds checks, so in the variable-rate modes the stream is followed by zero words, which
+    decode as empty blocks (one bit each; a block cut off in the middle reads at most _TAIL bytes): a
+    short stream gives a wrong volume, never a read past the buffer."""
+    try:
+        h = zfpy.header(payload)
+    except Exception as exc:  # noqa: BLE001 - zfpy raises ValueError or IndexError on a bad header
+        raise CorruptFile(f"codec zfp: payload has no valid zfp header ({type(exc).__name__}); {REENCODE}") from None
+    nz, ny, nx = (int(s) for s in shape)
+    if h.get("type") is not np.float32 or (h.get("nz"), h.get("ny"), h.get("nx"), h.get("nw")) != (nz, ny, nx, 0):
+        kind = getattr(h.get("type"), "__name__", h.get("type"))
+        raise CorruptFile(f"codec zfp: the stream holds a {kind} array of {h.get('nz')}x{h.get('ny')}x{h.get('nx')}"
+                          f" (w {h.get('nw')}), the header says float32 {nz}x{ny}x{nx}; {REENCODE}")
+    blocks = -(-nz // 4) * -(-ny // 4) * -(-nx // 4)
+    if h.get("mode") == "rate":
+        maxbits = int(h["config"]["expert"]["maxbits"])
+        need = (_HEADER_BITS + blocks * maxbits + 7) // 8
+        if len(payload) < need:
+            raise CorruptFile(f"codec zfp: fixed-rate stream has {len(payload)} bytes, its {blocks} blocks need "
+                              f"{need}; {REENCODE}")
+        return payload
+    return bytes(payload) + bytes(8 * blocks + _TAIL)
+
+
+#: bits of zfp's stream header (magic, metadata, short mode), before the first block
+_HEADER_BITS = 96
+#: zero bytes after a variable-rate stream besides 8 per block: a block cut off in the middle reads
+#: at most 64 bit planes x 64 values of zeros (4096 bits) before it ends
+_TAIL = 4096
 
 
 class Zfp(Codec):
@@ -77,6 +110,7 @@ class Zfp(Codec):
     def decode(cls, header, payload, shape, dtype, device="auto"):
         import zfpy
 
+        payload = _checked_stream(zfpy, payload, shape)
         out = zfpy.decompress_numpy(payload)
         dtype = np.dtype(dtype)
         if dtype.kind in "ui":

@@ -6,6 +6,7 @@ from importlib.metadata import version
 
 import numpy as np
 
+from ..errors import REENCODE
 from .base import Codec, Encoded, VolumeInfo
 
 
@@ -35,8 +36,24 @@ class Zstd(Codec):
     def decode(cls, header, payload, shape, dtype, device="auto"):
         import zstandard
 
-        raw = zstandard.ZstdDecompressor().decompress(payload)
-        return np.frombuffer(raw, dtype=np.dtype(dtype).newbyteorder(header.get("byteorder", "<"))).astype(dtype).reshape(shape)
+        from ..errors import CorruptFile
+
+        order = header.get("byteorder", "<")
+        if order not in ("<", ">"):
+            raise CorruptFile(f"codec zstd: header byteorder {order!r} is not < or >; {REENCODE}")
+        expected = int(np.prod(shape)) * np.dtype(dtype).itemsize
+        # the frame says how much it holds; zstandard would allocate that much before decoding
+        try:
+            size = zstandard.frame_content_size(payload)
+        except zstandard.ZstdError:
+            raise CorruptFile(f"codec zstd: payload is not a zstd frame; {REENCODE}") from None
+        if size not in (-1, expected):
+            raise CorruptFile(f"codec zstd: payload holds {size} bytes, the header's shape {list(shape)} {np.dtype(dtype).name} "
+                              f"needs {expected}; {REENCODE}")
+        raw = zstandard.ZstdDecompressor().decompress(payload, max_output_size=expected)
+        if len(raw) != expected:
+            raise CorruptFile(f"codec zstd: payload decompressed to {len(raw)} bytes, expected {expected}; {REENCODE}")
+        return np.frombuffer(raw, dtype=np.dtype(dtype).newbyteorder(order)).astype(dtype).reshape(shape)
 
     @classmethod
     def versions(cls):

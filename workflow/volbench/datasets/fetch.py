@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import shutil
+import stat
 import tarfile
 import time
 import urllib.request
@@ -73,6 +74,12 @@ def extract_member(archive: str | Path, member: str, dest_dir: str | Path, datas
             for info in zf.infolist():
                 target = _safe_target(dest_dir, info.filename, dataset)
                 if info.filename.rstrip("/") == prefix or info.filename.startswith(prefix + "/"):
+                    # a symlink entry (Unix mode in the high bits) would be written as a file holding
+                    # the link's text; refused as tar links are
+                    kind = stat.S_IFMT(info.external_attr >> 16)
+                    if kind and kind not in (stat.S_IFREG, stat.S_IFDIR):
+                        raise VolbenchError(f"dataset {dataset}: archive member {info.filename!r} is a link or "
+                                            "device; refusing")
                     found = True
                     if info.is_dir():
                         target.mkdir(parents=True, exist_ok=True)

@@ -43,6 +43,7 @@ def load_source(name: str, entry: dict, source_file: str | None = None) -> tuple
 
 
 def canonicalise(name: str, arr: np.ndarray, axes: str | None, entry: dict) -> np.ndarray:
+    file_axes = axes
     axes = (entry.get("axes") or axes or "").upper()
     if arr.ndim < 3:
         raise VolbenchError(
@@ -86,8 +87,17 @@ def canonicalise(name: str, arr: np.ndarray, axes: str | None, entry: dict) -> n
                 f"dataset {name}: multichannel volume (axes {axes}, shape {arr.shape}); set `channel:` to one of 0..{arr.shape[i] - 1}"
             )
         else:
+            hint = "set `axes:` to name each axis of the file (e.g. ZCYX) and `channel:` to pick one channel"
+            if "channel" in entry and not any(a in "CS" for a in axes):
+                hint += f" (`channel: {entry['channel']}` needs a C axis in `axes:`)"
+            if ax in "QI" and not entry.get("axes"):  # tifffile's codes for an axis the file does not name
+                raise VolbenchError(
+                    f"dataset {name}: a {arr.ndim}D array of shape {arr.shape} whose file does not say what its "
+                    f"axis of size {arr.shape[i]} is (axes read as {file_axes}); {hint}"
+                )
             raise VolbenchError(
-                f"dataset {name}: extra axis {ax!r} of size {arr.shape[i]} (axes {axes}); crop the file to one 3D volume"
+                f"dataset {name}: extra axis {ax!r} of size {arr.shape[i]} (axes {axes}); {hint}, or crop the file "
+                "to one 3D volume"
             )
     arr = arr[tuple(sel)]
     if sorted(keep) != sorted("ZYX"):

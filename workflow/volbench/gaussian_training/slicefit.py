@@ -134,12 +134,13 @@ def _finish(means: torch.Tensor, op: torch.Tensor, p: dict) -> dict[str, torch.T
 
 @torch.no_grad()
 def calibrate_opacity(ops, init: dict, vol01: np.ndarray, spacing_w, sigma_z, mode, p: dict, device,
-                      n_slices: int = 4) -> dict:
+                      n_slices: int = 4, slices=None) -> dict:
     """Scale all initial opacities by the least-squares gain c = <R, V> / <R, R> between the
     rendered and the true axial slices (n_slices evenly spaced), clamped to [1e-3, 0.99]: with
-    additive rendering, overlapping grid Gaussians would otherwise start several times too bright."""
+    additive rendering, overlapping grid Gaussians would otherwise start several times too bright.
+    slices: the axial indices it may look at (default: all; see train)."""
     D = vol01.shape[0]
-    idx = np.unique(np.linspace(0, D - 1, min(D, n_slices)).round().astype(int))
+    idx = _spread(D, n_slices, slices)
     g = {k: v.to(device) for k, v in init.items()}
     r = render_stack(ops, g, D, vol01.shape[1:], spacing_w, mode, sigma_z, p, device, idx).double()
     t = torch.from_numpy(np.ascontiguousarray(vol01[idx])).to(device).double()
@@ -292,9 +293,23 @@ def _densify_and_prune(gs: GaussianSet, avg: torch.Tensor, p: dict, L: float, ge
     return ev
 
 
+def _spread(depth: int, n: int, slices=None) -> np.ndarray:
+    """n axial indices evenly spread over range(depth), or over the sorted `slices` when given."""
+    pool = np.arange(depth) if slices is None else np.unique(np.asarray(list(slices), dtype=np.int64))
+    pick = np.unique(np.linspace(0, len(pool) - 1, min(len(pool), int(n))).round().astype(int))
+    return pool[pick]
+
+
 def train(ops, vol01: np.ndarray, spacing_w, sigma_z_w: float, mode: str, init: dict, p: dict, device,
-          gen: torch.Generator, progress) -> tuple[dict, dict]:
+          gen: torch.Generator, progress, slices=None) -> tuple[dict, dict]:
+    """Train on the axial slices of vol01. slices (default None: every slice): the only axial
+    indices training may read, i.e. draw as an iteration's slice and log the MSE of (the
+    sparse-slice task, volbench.sparse, trains on the training slices alone); the other slices of
+    vol01 are never read."""
     D, H, W = (int(s) for s in vol01.shape)
+    pool = None if slices is None else torch.from_numpy(np.unique(np.asarray(list(slices), dtype=np.int64)))
+    if pool is not None and (len(pool) == 0 or int(pool[0]) < 0 or int(pool[-1]) >= D):
+        raise ValueError(f"slices must be non-empty indices in [0, {D}), got {slices!r}")
     target = torch.from_numpy(np.ascontiguousarray(vol01)).to(device)
     ext = [(s - 1) * d for s, d in zip(vol01.shape, spacing_w)]
     L = max(max(ext), 1.0)
@@ -302,17 +317,24 @@ def train(ops, vol01: np.ndarray, spacing_w, sigma_z_w: float, mode: str, init: 
            "quats": float(p["rotation_lr"]), "opacity": float(p["opacity_lr"])}
     gs = GaussianSet({k: v.to(device) for k, v in init.items()}, lrs, eps=1e-15)
     iters = int(p["iterations"])
+    # stop_at (seed 000 Table 1's "iter=10k"): a snapshot of the `iterations`-long run, i.e. the
+    # same trajectory (learning-rate decay and densification scheduled for `iterations`) stopped
+    # after stop_at iterations, not a shorter run with its own schedule
+    last = min(iters, int(p.get("stop_at") or iters))
     accum = torch.zeros(gs.n, device=device)
     count = torch.zeros(gs.n, device=device)
     ev_all = {"cloned": 0, "split": 0, "pruned": 0}
     peak_n = gs.n
-    eval_idx = np.unique(np.linspace(0, D - 1, min(D, int(p["eval_slices"]))).round().astype(int))
+    eval_idx = _spread(D, int(p["eval_slices"]), None if pool is None else pool.numpy())
     lam = float(p["lambda_dssim"])
     unit = str(p.get("densify_grad_unit", "pixel"))
     running = []
-    for it in range(1, iters + 1):
+    for it in range(1, last + 1):
         gs.set_lr_factor(float(p["lr_final_factor"]) ** ((it - 1) / max(iters - 1, 1)))
-        k = int(torch.randint(0, D, (1,), generator=gen))
+        if pool is None:
+            k = int(torch.randint(0, D, (1,), generator=gen))
+        else:
+            k = int(pool[int(torch.randint(0, len(pool), (1,), generator=gen))])
         img = render(ops, gs.params, cameras(ops, [k], spacing_w, device), (H, W), spacing_w, mode, sigma_z_w, p)
         loss = losses.l1_dssim(img, target[k:k + 1], lam)
         gs.opt.zero_grad(set_to_none=True)
@@ -324,14 +346,14 @@ def train(ops, vol01: np.ndarray, spacing_w, sigma_z_w: float, mode: str, init: 
             count += (gnorm > 0).float()
         gs.opt.step()
         running.append(float(loss.detach()))
-        if it % int(p["log_every"]) == 0 or it == iters or it == 1:
+        if it % int(p["log_every"]) == 0 or it == last or it == 1:
             stack = render_stack(ops, gs.params, D, (H, W), spacing_w, mode, sigma_z_w, p, device, eval_idx)
             mse = float(((stack - target[torch.as_tensor(eval_idx, device=device)]) ** 2).mean())
             progress.log(it, float(np.mean(running)), mse, gs.n)
             running = []
         progress.step()
         lo, hi, interval = int(p["densify_from"]), int(p["densify_until"]), int(p["densify_interval"])
-        if lo <= it <= hi and it % interval == 0 and it < iters:
+        if lo <= it <= hi and it % interval == 0 and it < last:
             avg = accum / count.clamp_min(1)
             ev = _densify_and_prune(gs, avg, p, L, gen, densify=True, mode=mode, sigma_z=sigma_z_w)
             for key in ev_all:

@@ -25,7 +25,7 @@ import pandas as pd
 from ..errors import VolbenchError
 from ..io import atomic_write_text
 from .formatting import MISSING, Col, Row, Table, to_html, to_latex, to_markdown
-from .selection import Context, ablation_mask, display_names, instance_label, ok_rows
+from .selection import Context, ablation_mask, display_names, instance_label, instance_labels, lossless_intent, ok_rows
 
 DEFAULT_METHOD = "pchip"
 DEFAULT_MIN_POINTS = 4
@@ -152,39 +152,75 @@ def bd_frame(df_all: pd.DataFrame, anchor: str = "hevc", metrics=METRICS, method
     return pd.DataFrame(recs, columns=cols)
 
 
+def _reason_key(note: str) -> str:
+    """The footnote of a reason why a BD number is not given (bd_pair's notes)."""
+    for prefix, key in (("too few points", "few"), ("PSNR ranges overlap", "overlap_psnr"),
+                        ("rate ranges overlap", "overlap_rate")):
+        if note.startswith(prefix):
+            return key
+    return "other:" + note
+
+
 def bd_table(frame: pd.DataFrame, anchor: str, method: str = DEFAULT_METHOD, min_points: int = DEFAULT_MIN_POINTS,
-             min_overlap: float = DEFAULT_MIN_OVERLAP, metrics=METRICS, names: dict[str, str] | None = None) -> Table:
-    """The BD table of bd_frame's output; `names`: the codec instances' display names (display_names)."""
+             min_overlap: float = DEFAULT_MIN_OVERLAP, metrics=METRICS, names: dict[str, str] | None = None,
+             labels: dict[tuple[str, str], str] | None = None, unranked: set[str] | None = None) -> Table:
+    """The BD table of bd_frame's output. `names`: the codec instances' display names
+    (display_names); `labels`: {(dataset, codec): row label} where known (the naming scheme of
+    selection.instance_labels); `unranked`: instances never marked best (lossless modes).
+    A number that cannot be given is a dash with a footnote marker saying why (the counts and
+    overlaps are in bdrate.csv)."""
     label = {"psnr_2d": "2D", "psnr_3d": "3D"}
     names = names or {}
+    labels = labels or {}
     cols = []
     for m in metrics:
-        cols.append(Col(f"rate|{m}", "BD-rate", label.get(m, m), "min", "pct"))
+        cols.append(Col(f"rate|{m}", "BD-rate (%)", label.get(m, m), "min", "pct"))
         cols.append(Col(f"psnr|{m}", "BD-PSNR (dB)", label.get(m, m), "max", "db"))
+    footnotes = {
+        "few": f"fewer than {min_points} distinct finite rate points on one of the two curves",
+        "overlap_psnr": f"the PSNR ranges of the two curves overlap less than {min_overlap:.0%} (BD-rate integrates "
+                        "over PSNR)",
+        "overlap_rate": f"the rate ranges of the two curves overlap less than {min_overlap:.0%} (BD-PSNR integrates "
+                        "over log rate)",
+        "nc": "not computable (the interpolation gave no finite number)",
+    }
     rows = []
-    lossless: dict[str, None] = {}
+    lossless: dict[str, list[str]] = {}
     for (ds, codec), g in frame.groupby(["dataset", "codec"], sort=False):
+        ctype = g["codec_type"].iloc[0]
+        name = labels.get((str(ds), str(codec))) or instance_label(str(codec), ctype, names.get(codec, ctype))
         if g["rate_note"].astype(str).str.startswith(f"anchor {anchor} has no results").all():
             continue  # the dataset has no anchor curve: one note below instead of a row of reasons
         if "lossless" in g.columns and g["lossless"].fillna(False).astype(bool).all():
-            lossless.setdefault(str(codec), None)  # no finite PSNR: no curve to compare
+            lossless.setdefault(name, []).append(str(ds))  # no finite PSNR: no curve to compare
             continue
         vals: dict[str, Any] = {}
+        tags: dict[str, list[str]] = {}
         for _, r in g.iterrows():
             m = r["metric"]
-            vals[f"rate|{m}"] = r["bd_rate_pct"] if pd.notna(r["bd_rate_pct"]) else (r["rate_note"] or MISSING)
-            vals[f"psnr|{m}"] = r["bd_psnr_db"] if pd.notna(r["bd_psnr_db"]) else (r["psnr_note"] or MISSING)
-        ctype = g["codec_type"].iloc[0]
-        name = instance_label(str(codec), ctype, names.get(codec, ctype))
-        rows.append(Row(name, vals, ds, meta={"dataset": ds, "codec": codec}))
+            for kind, v, note in (("rate", r["bd_rate_pct"], r["rate_note"]), ("psnr", r["bd_psnr_db"], r["psnr_note"])):
+                key = f"{kind}|{m}"
+                if pd.notna(v):
+                    vals[key] = v
+                    continue
+                vals[key] = MISSING
+                fk = _reason_key(str(note or "")) if note else "nc"
+                if fk.startswith("other:"):
+                    footnotes.setdefault(fk, fk[len("other:"):])
+                tags[key] = [fk]
+        rows.append(Row(name, vals, ds, meta={"dataset": ds, "codec": codec}, cell_tags=tags,
+                        ranked=str(codec) not in (unranked or set())))
     notes = [f"Anchor: {anchor}. Bjøntegaard delta with the bjontegaard package, {method} interpolation, rate = "
              f"bits per voxel, quality = PSNR (2D: slice-averaged, 3D: whole volume). Negative BD-rate / positive "
-             f"BD-PSNR = better than the anchor. A number needs >= {min_points} distinct finite points per curve "
-             f"(lossless points left out) and >= {min_overlap:.0%} overlap of the curves' ranges; otherwise the "
-             f"reason is given."]
-    if lossless:
-        notes.insert(0, "Not compared (lossless on the dataset: every point has infinite PSNR, so there is no "
-                        f"rate-distortion curve): {', '.join(lossless)}.")
+             f"BD-PSNR = better than the anchor; bold: the best per dataset. A number needs >= {min_points} distinct "
+             f"finite points per curve (lossless points left out) and >= {min_overlap:.0%} overlap of the curves' "
+             "ranges; a dash's letter says which is missing (the counts and overlaps are in bdrate.csv)."]
+    if lossless:  # named with the datasets where they are lossless, unless that is every compared one
+        every = {str(d) for d, g in frame.groupby("dataset", sort=False)
+                 if not g["rate_note"].astype(str).str.startswith(f"anchor {anchor} has no results").all()}
+        parts = [n if set(d) >= every and len(every) > 1 else f"{n} ({', '.join(d)})" for n, d in lossless.items()]
+        notes.insert(0, "Not compared (lossless: every point has infinite PSNR, so there is no rate-distortion "
+                        f"curve): {'; '.join(parts)}.")
     no_anchor = [str(d) for d, g in frame.groupby("dataset", sort=False)
                  if g["rate_note"].astype(str).str.startswith(f"anchor {anchor} has no results").all()]
     if no_anchor and len(no_anchor) < frame["dataset"].nunique():
@@ -192,7 +228,8 @@ def bd_table(frame: pd.DataFrame, anchor: str, method: str = DEFAULT_METHOD, min
     if frame.empty:
         notes.insert(0, f"No codec to compare: the summary has no codec besides the anchor {anchor} (set `anchor:` "
                         "in the config to a codec instance that exists).")
-    return Table("bdrate", f"BD-rate and BD-PSNR against {anchor}", cols, rows, notes, block_header="Dataset")
+    return Table("bdrate", f"BD-rate and BD-PSNR against {anchor}", cols, rows, notes, block_header="Dataset",
+                 footnotes=footnotes)
 
 
 def write_bdrate(df: pd.DataFrame, out_dir, anchor: str = "hevc", method: str = DEFAULT_METHOD,
@@ -201,8 +238,10 @@ def write_bdrate(df: pd.DataFrame, out_dir, anchor: str = "hevc", method: str = 
     from pathlib import Path
 
     frame = bd_frame(df, anchor, METRICS, method, min_points, min_overlap, ctx)
-    table = bd_table(frame, anchor, method, min_points, min_overlap, names=display_names(df))
     ok = ok_rows(df)
+    labels = {(str(ds), c): lab for ds, g in ok.groupby("dataset", sort=False) for c, lab in instance_labels(g).items()}
+    table = bd_table(frame, anchor, method, min_points, min_overlap, names=display_names(df), labels=labels,
+                     unranked=lossless_intent(ok))
     if anchor not in set(ok["codec"]):
         others = ", ".join(sorted(set(ok["codec"]) - {anchor})) or "none"
         table.notes.insert(0, f"The anchor {anchor} has no results in this run (not a codec instance of the config, "

@@ -9,6 +9,7 @@
     volbench figures qualitative --summary ... --results results --dataset D \\
         --out results/plots/D/qualitative --out-errors results/plots/D/error_maps
     volbench paper-environment --env-json results/tables/environment.json --out results/tables/paper/environment
+    volbench summary-html --summary results/tables/summary.csv --out results/tables/summary.html
 """
 
 from __future__ import annotations
@@ -126,6 +127,17 @@ def cmd_environment(args) -> None:
     print(base.with_name(base.name + ".html"))
 
 
+def cmd_summary_html(args) -> None:
+    from ..io import atomic_write_text
+    from .formatting import to_html
+    from .selection import load_summary
+    from .summary_table import summary_table
+
+    t = summary_table(load_summary(args.summary), _ctx(args))
+    atomic_write_text(args.out, to_html(t))
+    print(args.out)
+
+
 def register(subparsers) -> None:
     """Add paper-tables, bdrate, figures and paper-environment to a subparsers object."""
     from .bdrate import DEFAULT_METHOD, DEFAULT_MIN_OVERLAP, DEFAULT_MIN_POINTS
@@ -171,6 +183,12 @@ def register(subparsers) -> None:
                    help="rd: the summary columns to plot (default psnr_2d psnr_3d ssim_3d lpips)")
     common(s, results=True)
     s.set_defaults(func=cmd_figures)
+
+    s = subparsers.add_parser("summary-html", help="the summary as a readable HTML table (for the report)")
+    s.add_argument("--summary", required=True)
+    s.add_argument("--out", required=True, help="the HTML file (results/tables/summary.html)")
+    common(s)
+    s.set_defaults(func=cmd_summary_html)
 
     s = subparsers.add_parser("paper-environment", help="environment.json -> Markdown + HTML table")
     s.add_argument("--env-json", required=True)

@@ -44,8 +44,9 @@ def _quant_rows(df: pd.DataFrame) -> list[tuple[str, str, str]]:
 
 def table2(df: pd.DataFrame, ctx: Context) -> Table:
     return wide_table("gaussianpile_table2", "GaussianPile Table 2. Compression: compressed size "
-                      "(MB = 10^6 bytes) and compression ratio", df, ctx, ctx.datasets_by_modality(df, em=False),
-                      [("size_mb", "Mem. (MB)", "min", "mb"), ("compression_ratio", "Comp.", "max", "ratio")],
+                      "(kB, MB = 10^3, 10^6 bytes) and compression ratio", df, ctx,
+                      ctx.datasets_by_modality(df, em=False),
+                      [("size_mb", "Mem.", "min", "mb"), ("compression_ratio", "Comp.", "max", "ratio")],
                       "No rows: run config/paper.yaml to fill this table (the 'w/o Quant.' row comes from "
                       "config/ablation.yaml).", extra=_quant_rows)
 

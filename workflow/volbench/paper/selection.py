@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, NamedTuple
@@ -99,6 +100,8 @@ def prepare(df: pd.DataFrame) -> pd.DataFrame:
     df["trains"] = [_to_bool(v) for v in _per_instance(df, "trains", [False] * n)]
     df["status"] = df["status"].fillna("ok").astype(str)
     df["lossless"] = [_to_bool(v) for v in df["lossless"]]
+    # missed its rate target (a column of newer summaries; absent or empty: no)
+    df["target_missed"] = [_to_bool(v) for v in df["target_missed"]] if "target_missed" in df.columns else False
     df["_params"] = [_parse_params(v) for v in df["params"]]
     df["size_mb"] = df["bytes"] / 1e6
     return df.reset_index(drop=True)
@@ -122,9 +125,91 @@ def display_names(df: pd.DataFrame) -> dict[str, str]:
     return dict(zip(df["codec"], df["display_name"]))
 
 
-def instance_label(codec: str, codec_type: str, name: str) -> str:
-    """The display name, and the instance in brackets when it is not the codec type itself."""
-    return name if codec == codec_type else f"{name} [{codec}]"
+# ----------------------------------------------------------------------------------------------
+# one naming scheme for every table, legend and panel title: the method's name as its paper writes
+# it (the codec's display name, e.g. "COIN (SIREN)"), then, separated by commas, the instance's
+# variant where the codec type has several instances, and the rate point where the instance has
+# several: "HEVC (x265), crf 22", "HEVC (x265), lossless", "GaussianPile, noquant, ratio 18"
+#: what a lossless-mode instance is called by what it achieved (lossless_status)
+LOSSLESS, NEAR_LOSSLESS, LOSSLESS_MODE = "lossless", "near-lossless", "lossless mode"
+
+
+def variant_text(codec: str, codec_type: str) -> str:
+    """The instance part of a label: the instance name without its codec type's prefix, words
+    separated by spaces (hevc_lossless -> lossless, gaussianpile_noquant -> noquant)."""
+    v = codec[len(codec_type) + 1:] if codec.startswith(codec_type + "_") else codec
+    return v.replace("_", " ").strip() or codec
+
+
+def point_text(point: str) -> str:
+    """A rate point label (config.point_label) as a reader says it: crf-22 -> crf 22,
+    target_bpp-0.073 -> 0.073 bpv, target_ratio-18 -> ratio 18, mode-reversible -> reversible;
+    a `label:` stays as it is (own, lossless)."""
+    pairs = re.findall(r"([A-Za-z][A-Za-z0-9]*(?:_[A-Za-z][A-Za-z0-9]*)*)-([^_]+)(?:_|$)", point)
+    if not pairs or "_".join(f"{k}-{v}" for k, v in pairs) != point:
+        return point
+    out = []
+    for k, v in pairs:
+        if k == "target_bpp":
+            out.append(f"{v} bpv")
+        elif k == "target_ratio":
+            out.append(f"ratio {v}")
+        elif k in ("mode", "label"):
+            out.append(v)
+        else:
+            out.append(f"{k.replace('_', ' ')} {v}")
+    return ", ".join(out)
+
+
+def instance_label(codec: str, codec_type: str, name: str, variant: str | None = None) -> str:
+    """The display name, and the instance's variant after a comma when the instance is not the
+    codec type itself (`variant` replaces the one its name gives, e.g. lossless_status's)."""
+    return name if codec == codec_type else f"{name}, {variant or variant_text(codec, codec_type)}"
+
+
+def lossless_intent(df: pd.DataFrame) -> set[str]:
+    """The codec instances run in a lossless mode: another instance of a codec type (not the type
+    itself: zstd's own name says what it is) with a lossless cell on some dataset, or with the
+    parameter ``lossless: true``. On other data such an instance may be near-lossless only
+    (x265's lossless mode on 16-bit data goes through a 12-bit map)."""
+    out = set()
+    if df is None or not len(df):
+        return out
+    params = df["_params"] if "_params" in df.columns else [{}] * len(df)
+    for c, t, ll, p in zip(df["codec"], df["codec_type"], df["lossless"], params):
+        if str(c) != str(t) and (_to_bool(ll) or _to_bool((p or {}).get("lossless"))):
+            out.add(str(c))
+    return out
+
+
+def lossless_status(df: pd.DataFrame, codec: str) -> str:
+    """LOSSLESS, NEAR_LOSSLESS or LOSSLESS_MODE (some datasets each) of a lossless-mode instance
+    over the ok rows of `df`."""
+    sub = df[(df["codec"] == codec) & (df["status"].str.lower() == "ok")]
+    flags = [_to_bool(v) for v in sub["lossless"]]
+    if flags and all(flags):
+        return LOSSLESS
+    if not any(flags):
+        return NEAR_LOSSLESS
+    return LOSSLESS_MODE
+
+
+def instance_labels(df: pd.DataFrame) -> dict[str, str]:
+    """{codec instance: label} of a prepared summary (or the part of it a table or figure shows):
+    a lossless-mode instance is named by what it achieved there (lossless_status)."""
+    out: dict[str, str] = {}
+    intent = lossless_intent(df)
+    for c, t, n in zip(df["codec"], df["codec_type"], df["display_name"]):
+        c = str(c)
+        if c not in out:
+            out[c] = instance_label(c, str(t), str(n), lossless_status(df, c) if c in intent else None)
+    return out
+
+
+def target_missed(r: pd.Series | dict) -> bool:
+    """Whether a summary row missed its rate target (the ``target_missed`` column; absent or
+    empty: no)."""
+    return _to_bool(r.get("target_missed")) if hasattr(r, "get") else False
 
 
 # ----------------------------------------------------------------------------------------------
@@ -198,32 +283,53 @@ class Method(NamedTuple):
     point: str
 
 
+def point_rates(df: pd.DataFrame) -> dict[tuple[str, str], float]:
+    """{(codec, point): median bpv over the datasets of `df`} (inf where unknown)."""
+    out: dict[tuple[str, str], float] = {}
+    if not len(df):
+        return out
+    b = pd.to_numeric(df["bpv"], errors="coerce")
+    for (c, p), g in b.groupby([df["codec"], df["point"]], sort=False):
+        g = g[np.isfinite(g)]
+        out[(str(c), str(p))] = float(g.median()) if len(g) else math.inf
+    return out
+
+
 def method_rows(df: pd.DataFrame, ctx: Context) -> list[Method]:
-    """One entry per codec instance x rate point of the main (non-ablation) instances, in order."""
+    """One entry per codec instance x rate point of the main (non-ablation) instances: instances in
+    config order, the points of an instance by rate (median bpv over the datasets, low to high;
+    ties and unknown rates in config order)."""
     main = df[~ablation_mask(df)]
+    rates = point_rates(main)
     out = []
     for codec in ctx.codec_order(main):
         sub = main[main["codec"] == codec]
         cfg_points = ctx.point_order(codec)
         points = list(dict.fromkeys(sub["point"]))
         points = [p for p in cfg_points if p in points] + [p for p in points if p not in cfg_points]
+        points.sort(key=lambda p: rates.get((codec, p), math.inf))  # stable: config order breaks ties
         first = sub.iloc[0]
         out += [Method(codec, first["codec_type"], first["display_name"], p) for p in points]
     return out
 
 
-def method_labels(methods: list[Method]) -> dict[tuple[str, str], str]:
-    """{(codec, point): row label}: the display name, the instance when a codec type has several,
-    the rate point when an instance has several."""
+def method_labels(methods: list[Method], df: pd.DataFrame | None = None) -> dict[tuple[str, str], str]:
+    """{(codec, point): row label} (the naming scheme above): the display name, the instance's
+    variant when a codec type has several instances, the rate point when an instance has several.
+    `df`: the rows the table shows (a lossless-mode instance is named by what it achieved there)."""
     per_type: dict[str, set[str]] = {}
     per_codec: dict[str, set[str]] = {}
     for m in methods:
         per_type.setdefault(m.codec_type, set()).add(m.codec)
         per_codec.setdefault(m.codec, set()).add(m.point)
+    names = instance_labels(df) if df is not None and len(df) else {}
+    intent = lossless_intent(df) if df is not None else set()
     out = {}
     for m in methods:
-        label = instance_label(m.codec, m.codec_type, m.name) if len(per_type[m.codec_type]) > 1 else m.name
-        out[(m.codec, m.point)] = label + (f" ({m.point})" if len(per_codec[m.codec]) > 1 else "")
+        label = names.get(m.codec) or instance_label(m.codec, m.codec_type, m.name)
+        if len(per_type[m.codec_type]) == 1 and m.codec not in intent:
+            label = m.name
+        out[(m.codec, m.point)] = label + (f", {point_text(m.point)}" if len(per_codec[m.codec]) > 1 else "")
     return out
 
 
@@ -276,6 +382,40 @@ def missing_note(missing: list[tuple[str, str]]) -> list[str]:
 Extra = Callable[[pd.DataFrame], list[tuple[str, str, str]]]
 
 
+#: the footnotes of the tables (Table.footnotes), marked where they apply (flag_row)
+FOOTNOTES = {
+    "near_lossless": "near-lossless here: the lossless mode is not bit-exact on this dataset (finite PSNR)",
+    "target_missed": "rate target missed: the rate control ended outside its tolerance of the target",
+}
+#: the note of every table that marks a best value
+RANKED_NOTE = "Bold: the best value of a column among the lossy rows (lossless and lossless-mode rows are " \
+              "not ranked); a timing is bold only when no other one lies within its measurement noise."
+
+
+def flag_row(row: Row, cells: dict[str, pd.Series | None], intent: set[str],
+             first_col: dict[str, str] | None = None) -> Row:
+    """Mark a table row built from summary rows (`cells`: {dataset: row}): not ranked when it is
+    lossless or a lossless mode (`intent`, lossless_intent); footnote tags where the lossless mode
+    is only near-lossless (when its label does not already say so) and where the rate target was
+    missed: after the label, or, in a table whose columns are datasets (`first_col`: {dataset:
+    the key of its first column}), after that dataset's first value."""
+    codec = str(row.meta.get("codec", ""))
+    present = [r for r in cells.values() if r is not None]
+    if codec in intent or any(_to_bool(r["lossless"]) for r in present):
+        row.ranked = False
+    mixed = codec in intent and len({_to_bool(r["lossless"]) for r in present}) == 2  # labelled LOSSLESS_MODE
+    for ds, r in cells.items():
+        if r is None:
+            continue
+        tags = (["near_lossless"] if mixed and not _to_bool(r["lossless"]) else []) + \
+               (["target_missed"] if target_missed(r) else [])
+        if first_col is None:
+            row.tags += [t for t in tags if t not in row.tags]
+        elif tags:
+            row.cell_tags.setdefault(first_col[ds], []).extend(tags)
+    return row
+
+
 def wide_table(name: str, title: str, df_all: pd.DataFrame, ctx: Context, datasets: list[str],
                metrics: list[tuple[str, str, str, str]], empty_note: str, extra: Extra | None = None) -> Table:
     """Rows = methods, column groups = datasets, sub-columns = metrics (the GaussianPile layout).
@@ -285,24 +425,30 @@ def wide_table(name: str, title: str, df_all: pd.DataFrame, ctx: Context, datase
     """
     df = ok_rows(df_all)
     df = df[df["dataset"].isin(datasets)]
-    cols = [Col(f"{ds}|{m}", label, ds, better, kind) for ds in datasets for m, label, better, kind in metrics]
+    cols = [Col(f"{ds}|{m}", label, ds, better, kind, unit="MB" if kind == "mb" else "")
+            for ds in datasets for m, label, better, kind in metrics]
+    first = {ds: f"{ds}|{metrics[0][0]}" for ds in datasets}
     methods = method_rows(df, ctx)
-    labels = method_labels(methods)
+    labels = method_labels(methods, df)
+    intent = lossless_intent(df)
     entries = [(m.codec, m.point, labels[(m.codec, m.point)]) for m in methods]
     if extra is not None:
         entries += extra(df)
     rows = []
     for codec, point, label in entries:
         vals = {}
+        found = {}
         for ds in datasets:
-            r = cell(df, ds, codec, point)
+            r = found[ds] = cell(df, ds, codec, point)
             for m, *_ in metrics:
                 vals[f"{ds}|{m}"] = None if r is None else metric(r, m)
         if any(v is not None and not (isinstance(v, float) and math.isnan(v)) for v in vals.values()):
-            rows.append(Row(label, vals, meta={"codec": codec, "point": point}))
+            rows.append(flag_row(Row(label, vals, meta={"codec": codec, "point": point}), found, intent, first))
     notes = [] if rows else [empty_note]
     if rows:
         missing = missing_instances(ctx, {r.meta["codec"] for r in rows}, display_names(df_all))
         rows += [Row(lab, {c.key: None for c in cols}, meta={"codec": codec, "point": ""}) for codec, lab in missing]
         notes += missing_note(missing)
-    return Table(name, title, cols, rows, notes + failed_note(df_all, datasets))
+        if any(c.better for c in cols):
+            notes.append(RANKED_NOTE)
+    return Table(name, title, cols, rows, notes + failed_note(df_all, datasets), footnotes=dict(FOOTNOTES))

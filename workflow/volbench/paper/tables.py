@@ -8,7 +8,9 @@ Each source paper has its own module, named after its method, and each table is 
 
 The table model and its formats are in formatting, reading the summary and choosing rows in
 selection, the ablation tables' machinery in ablation. A table whose rows are absent from the
-summary is still written, with a note naming the configuration that produces it.
+summary is still written, with a note naming the configuration that produces it. Every table also
+shows the seeds' published numbers (published: beside ours where method and dataset correspond,
+and as a "published" section under the table).
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from typing import Callable
 import pandas as pd
 
 from ..errors import VolbenchError
-from . import gaussianpile_tables, volmicro_tables
+from . import gaussianpile_tables, published, volmicro_tables
 from .formatting import Table
 from .selection import Context
 
@@ -32,4 +34,4 @@ GENERATORS: dict[str, Callable[[pd.DataFrame, Context], Table]] = {
 def build(name: str, df: pd.DataFrame, ctx: Context | None = None) -> Table:
     if name not in GENERATORS:
         raise VolbenchError(f"unknown paper table {name!r}; choose one of {sorted(GENERATORS)}")
-    return GENERATORS[name](df, ctx or Context())
+    return published.attach(GENERATORS[name](df, ctx or Context()), df)

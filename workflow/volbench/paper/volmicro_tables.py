@@ -18,8 +18,9 @@ import pandas as pd
 
 from .ablation import ablation_table, param_label
 from .formatting import Col, Row, Table, num
-from .selection import (Context, ablation_mask, cell, display_names, failed_note, matched_rows, method_labels,
-                        method_rows, metric, missing_instances, missing_note, ok_rows)
+from .selection import (FOOTNOTES, RANKED_NOTE, Context, ablation_mask, cell, display_names, failed_note, flag_row,
+                        lossless_intent, matched_rows, method_labels, method_rows, metric, missing_instances,
+                        missing_note, ok_rows)
 
 #: the paper's PSNR and SSIM: averaged over the 2D slices
 PSNR, SSIM = "psnr_2d", "ssim_2d"
@@ -35,29 +36,33 @@ def table2(df_all: pd.DataFrame, ctx: Context) -> Table:
             Col("lpips", "LPIPS", "", "min", "lpips", True),
             Col("bpv", "bpv", "", "min", "bpv", True),
             Col("compression_ratio", "Ratio", "", "max", "ratio"),
-            Col("size_mb", "Size (MB)", "", "min", "mb", True)]
+            Col("size_mb", "Size", "", "min", "mb", True, unit="MB")]
     rows = []
     missing_all: dict[str, str] = {}
     methods = method_rows(df, ctx)
-    labels = method_labels(methods)
     names = display_names(df_all)
+    intent = lossless_intent(df)
     for ds in ctx.dataset_order(df):
-        for m in methods:
+        here = df[df["dataset"] == ds]
+        labels = method_labels(methods, here)  # a lossless mode named by what it achieved here
+        for m in method_rows(here, ctx):  # this dataset's points by this dataset's rates
             r = cell(df, ds, m.codec, m.point)
             if r is None:
                 continue
-            rows.append(Row(labels[(m.codec, m.point)], {c.key: metric(r, c.key) for c in cols}, ds,
-                            meta={"dataset": ds, "codec": m.codec, "point": m.point}))
+            rows.append(flag_row(Row(labels[(m.codec, m.point)], {c.key: metric(r, c.key) for c in cols}, ds,
+                                     meta={"dataset": ds, "codec": m.codec, "point": m.point}), {ds: r}, intent))
         present = {r.meta["codec"] for r in rows if r.block == ds}
         for codec, lab in missing_instances(ctx, present, names):
             rows.append(Row(lab, {c.key: None for c in cols}, ds, meta={"dataset": ds, "codec": codec, "point": ""}))
             missing_all.setdefault(codec, lab)
     notes = [] if rows else ["No rows: run config/paper.yaml to fill this table."]
     notes += missing_note(list(missing_all.items()))
-    notes.append("bpv = bits per voxel = 8 x container bytes / voxels; best in bold, second best "
-                 "underlined, per dataset.")
+    notes.append("bpv = bits per voxel = 8 x container bytes / voxels; kB, MB = 10^3, 10^6 bytes. "
+                 + RANKED_NOTE.replace("Bold: the best", "Bold: the best (underlined: the second best)")
+                 + " Per dataset; rows by rate.")
     return Table("volmicro_table2", "VolMicro Table 2. Rate-distortion at each codec's rate points", cols,
-                 rows, notes + failed_note(df_all, df_all["dataset"].unique()), block_header="Dataset")
+                 rows, notes + failed_note(df_all, df_all["dataset"].unique()), block_header="Dataset",
+                 footnotes=dict(FOOTNOTES))
 
 
 def table3(df_all: pd.DataFrame, ctx: Context) -> Table:
@@ -72,20 +77,18 @@ def table3(df_all: pd.DataFrame, ctx: Context) -> Table:
     for bpp in ctx.matched_bpp:
         sel = matched_rows(df, bpp)
         methods = method_rows(sel, ctx)
-        n_type: dict[str, int] = {}
-        for m in methods:
-            n_type[m.codec_type] = n_type.get(m.codec_type, 0) + 1
+        intent = lossless_intent(sel)
         for ds in ctx.dataset_order(sel):
             block = ds if len(ctx.matched_bpp) == 1 else f"{ds} @ {bpp:g} bpv"
             by_type: dict[str, pd.Series] = {}
+            labels = method_labels(methods, sel[sel["dataset"] == ds])
             for m in methods:
                 r = cell(sel, ds, m.codec, m.point)
                 if r is None:
                     continue
                 by_type.setdefault(m.codec_type, r)
-                label = m.name + (f" [{m.codec}]" if n_type[m.codec_type] > 1 else "")
-                rows.append(Row(label, {c.key: metric(r, c.key) for c in cols}, block,
-                                meta={"dataset": ds, "codec": m.codec, "point": m.point}))
+                rows.append(flag_row(Row(labels[(m.codec, m.point)], {c.key: metric(r, c.key) for c in cols}, block,
+                                         meta={"dataset": ds, "codec": m.codec, "point": m.point}), {ds: r}, intent))
             if METHOD in by_type and BASELINE in by_type:
                 notes.append(f"{block}: Δ VolMicro vs COIN: " + _delta(by_type[METHOD], by_type[BASELINE]) + ".")
     if not rows:
@@ -93,9 +96,10 @@ def table3(df_all: pd.DataFrame, ctx: Context) -> Table:
                         "values (`matched_bpp:` in the config; config/paper.yaml has 0.073) to fill this table.")
     notes.append(f"Rate points with target_bpp in [{targets}]; the realised bpv is shown (bisection lands within "
                  "the rate tolerance, not exactly on the target). Decode time is the decode job's wall time for "
-                 "the full volume.")
+                 "the full volume. " + RANKED_NOTE)
     return Table("volmicro_table3", f"VolMicro Table 3. Matched-bitrate comparison ({targets} bpv)", cols, rows,
-                 notes + failed_note(df_all, df_all["dataset"].unique()), block_header="Dataset")
+                 notes + failed_note(df_all, df_all["dataset"].unique()), block_header="Dataset",
+                 footnotes=dict(FOOTNOTES))
 
 
 def _delta(a: pd.Series, b: pd.Series) -> str:
@@ -105,7 +109,8 @@ def _delta(a: pd.Series, b: pd.Series) -> str:
         if x is not None and y is not None and math.isfinite(x - y):
             d.append(fmt.format(x - y) + " " + lab)
     if num(a["decode_seconds"]) and num(b["decode_seconds"]):
-        d.append(f"{b['decode_seconds'] / a['decode_seconds']:.1f}x faster decode")
+        r = float(b["decode_seconds"]) / float(a["decode_seconds"])  # > 1: VolMicro decodes faster
+        d.append(f"{r:.1f}x faster decode" if r >= 1 else f"{1 / r:.1f}x slower decode")
     return ", ".join(d) if d else "no comparable values"
 
 
