@@ -34,6 +34,7 @@ include: "workflow/rules/data.smk"
 include: "workflow/rules/codecs.smk"
 include: "workflow/rules/summary.smk"
 include: "workflow/rules/paper.smk"
+include: "workflow/rules/sparse.smk"
 
 
 # the report's front page (snakemake --report): what ran, and where each section comes from

@@ -212,6 +212,29 @@ def test_volmicro_table3_matched_rows_decode_ms_and_delta():
     assert "-1.00 dB PSNR" in note and "+0.040 SSIM" in note and "18.8x faster decode" in note
 
 
+def test_volmicro_table3_uses_seed_001_protocol_when_scored():
+    """With metrics.protocol_001 the matched cells carry seed 001's own metrics (10 slices,
+    LPIPS VGG16): Table 3 shows them, and its differences use them."""
+    df = summary()
+    t = df["target_bpp"]
+    matched = t.notna() & ((t - 0.073).abs() < 1e-9)
+    df["psnr_001"], df["ssim_001"], df["lpips_vgg_001"] = None, None, None
+    df.loc[matched, "psnr_001"] = df.loc[matched, "psnr_2d"] + 1.5
+    df.loc[matched, "ssim_001"] = df.loc[matched, "ssim_2d"]
+    df.loc[matched, "lpips_vgg_001"] = 0.123
+    t3 = tables.build("volmicro_table3", df, ctx())
+    keys = [c.key for c in t3.columns]
+    assert keys[:3] == ["psnr_001", "ssim_001", "lpips_vgg_001"]
+    us = [r for r in t3.rows if r.block == "us"]
+    assert us[2].values["lpips_vgg_001"] == pytest.approx(0.123)
+    assert any("10 seeded slices" in n for n in t3.notes)
+    # without them (one matched cell unscored): volbench's protocol, said so
+    df.loc[matched & (df["codec"] == "hevc"), "psnr_001"] = None
+    t3b = tables.build("volmicro_table3", df, ctx())
+    assert [c.key for c in t3b.columns][:3] == ["psnr_2d", "ssim_2d", "lpips"]
+    assert any("was not computed" in n for n in t3b.notes)
+
+
 def test_volmicro_table5_components_and_speedup():
     t = tables.build("volmicro_table5", ablations(summary()), ctx())
     f = frame(t)

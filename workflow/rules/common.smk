@@ -82,6 +82,13 @@ def score_cell_arg(wildcards):
     own = codec_entry(wildcards.codec).get("module")
     if own:
         cell["module"] = own
+    # seed 001's protocol (metrics.protocol_001) on the cells the VolMicro tables compare: those
+    # whose rate point targets one of the matched bit rates
+    p001 = config.get("metrics", {}).get("protocol_001", {})
+    target = rate_points(wildcards.codec).get(wildcards.point, {}).get("target_bpp")
+    if p001.get("enabled", True) and target is not None and any(
+            abs(float(target) - float(m)) <= 1e-9 for m in config.get("matched_bpp") or []):
+        cell["protocol_001"] = {"seed": int(p001.get("seed", 0)), "lpips": bool(p001.get("lpips", True))}
     return cell
 
 
@@ -115,7 +122,7 @@ def _stored_params(path):
     try:
         b64 = base64.urlsafe_b64encode(path.encode()).decode()
         parts = [b64[i : i + 254] for i in range(0, len(b64), 254)]
-        rec = os.path.join(".snakemake", "metadata", *["@" + s for s in parts[:-1]], parts[-1])
+        rec = os.path.join(".snakemake", "metadata", *[f"@{s}" for s in parts[:-1]], parts[-1])
         with open(rec) as fh:
             return json.load(fh).get("params")
     except (OSError, ValueError, AttributeError):
@@ -290,5 +297,12 @@ def core_targets():
     return targets
 
 
+def sparse_targets():
+    """The sparse-slice task's table and figures (volbench/sparse/plan.py; rules in sparse.smk)."""
+    from volbench.sparse.plan import targets
+
+    return targets(config)
+
+
 def all_targets():
-    return core_targets() + paper_targets()
+    return core_targets() + paper_targets() + sparse_targets()

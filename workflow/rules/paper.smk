@@ -16,10 +16,12 @@ rule paper_config:
         PAPER_CFG_FILE,
     params:
         cfg=PAPER_CFG,
+    log:
+        "logs/paper/config.log",
     run:
         from volbench.io import atomic_write_text
 
-        atomic_write_text(output[0], params.cfg + "\n")
+        atomic_write_text(output[0], f"{params.cfg}\n")
 
 
 rule paper_table:

@@ -272,6 +272,9 @@ def build_parser() -> argparse.ArgumentParser:
     from .paper.cli import register
 
     register(sub)
+    from .sparse.cli import register as register_sparse  # sparse-slice task (docs/sparse-slices.md)
+
+    register_sparse(sub)
     return p
 
 

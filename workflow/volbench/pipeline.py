@@ -112,6 +112,8 @@ def score_cell(original, meta_path, decoded_dir, encode_dir, *, cell: dict, lpip
     from . import metrics
 
     meta = io.read_json(meta_path)
+    cell = dict(cell)
+    p001 = cell.pop("protocol_001", None)  # seed 001's protocol on this cell (metrics.protocol_001)
     enc = _read_record(Path(encode_dir) / "encode.json")
     dec = _read_record(Path(decoded_dir) / "decode.json")
     row: dict[str, Any] = {**cell, "original_bytes": meta["original_bytes"], "n_voxels": meta["n_voxels"]}
@@ -146,7 +148,10 @@ def score_cell(original, meta_path, decoded_dir, encode_dir, *, cell: dict, lpip
     if slices is not None:
         m.update(metrics.slice_metrics_2d(orig, slices, m["data_range"]))
         source_2d = summary.SOURCE_RENDERED
+    if p001 is not None:
+        m.update(metrics.protocol_001(orig, rec, seed=int(p001.get("seed", 0)), lpips=bool(p001.get("lpips", True))))
     row.update({
+        **{k: m[k] for k in metrics.PROTOCOL_001_COLUMNS if k in m},
         "metrics_2d_source": source_2d,
         "bytes": nbytes,
         "compression_ratio": meta["original_bytes"] / nbytes,

@@ -12,6 +12,8 @@ METRICS = ["psnr_2d", "ssim_2d", "psnr_3d", "ssim_3d", "lpips", "psnr_fg", "ssim
 CODEC_COLUMNS = ["display_name", "family", "table_order", "trains"]
 #: figures of the encoded file the tables need (Codec.file_stats), copied from encode.json
 FILE_STATS = ["n_gaussians"]
+#: seed 001's metrics on its 10-slice sample (metrics.protocol_001; cells at a matched_bpp target)
+PROTOCOL_001 = ["psnr_001", "ssim_001", "lpips_vgg_001"]
 #: the columns of summary.csv (one row per dataset x codec x rate point), in order: the one
 #: definition that scoring (pipeline.score_cell), the summary and volbench.paper use
 COLUMNS = [
@@ -19,6 +21,7 @@ COLUMNS = [
     "original_bytes", "compression_ratio", "bpv", *METRICS, "encode_seconds", "decode_seconds",
     "decode_mvox_s", "encode_peak_mb", "decode_peak_mb", "n_voxels", "lossless", "status", "error", "versions",
     "foreground_fraction", "mse", "rate_hit", "metrics_2d_source", *CODEC_COLUMNS, *FILE_STATS, "target_missed",
+    *PROTOCOL_001,
 ]
 #: metrics_2d_source values: where psnr_2d / ssim_2d come from (Codec.rendered_slices)
 SOURCE_VOLUME, SOURCE_RENDERED = "decoded volume", "rendered slices"
@@ -26,7 +29,7 @@ SOURCE_VOLUME, SOURCE_RENDERED = "decoded volume", "rendered slices"
 NUMERIC = [
     "target_bpp", "bytes", "original_bytes", "compression_ratio", "bpv", *METRICS, "encode_seconds",
     "decode_seconds", "decode_mvox_s", "encode_peak_mb", "decode_peak_mb", "n_voxels", "foreground_fraction",
-    "mse", "table_order", *FILE_STATS,
+    "mse", "table_order", *FILE_STATS, *PROTOCOL_001,
 ]
 
 _MD = ["dataset", "codec", "point", "bytes", "compression_ratio", "bpv", "psnr_2d", "ssim_2d", "psnr_3d",

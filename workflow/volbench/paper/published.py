@@ -91,6 +91,9 @@ DATASETS: dict[str, tuple[str, ...]] = {
 }
 
 #: how a metric is named in the published block
+#: volbench columns that measure what a published metric names (seed 001's own protocol,
+#: metrics.protocol_001, is how its PSNR / SSIM / LPIPS were measured)
+PROTOCOL_ALIASES = {"psnr_001": "psnr_2d", "ssim_001": "ssim_2d", "lpips_vgg_001": "lpips"}
 METRIC_LABELS = {
     "psnr_2d": "2D PSNR", "ssim_2d": "2D SSIM", "psnr_3d": "3D PSNR", "ssim_3d": "3D SSIM", "lpips": "LPIPS",
     "compression_ratio": "CR", "size_mb": "Mem.", "bpv": "Rate", "encode_seconds": "Time", "encode_minutes": "Time",
@@ -276,6 +279,7 @@ def attach(t: Table, df: pd.DataFrame | None = None, path: str | Path | None = N
             if not dsn:
                 continue
             metric = col.key.split("|")[-1]
+            metric = PROTOCOL_ALIASES.get(metric, metric)
             cand = [r for r in pub if r.method in names and r.dataset in dsn and r.metric == metric]
             ref = _reference(cand, row.label, point, display.get(codec, ""), target.get((codec, point)), ablation)
             if ref is not None:

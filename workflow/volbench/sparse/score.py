@@ -1,0 +1,82 @@
+"""Metrics on the held-out slices, as seed 004 Table 1 reports them: mean and std over the test
+slices of PSNR, SSIM and LPIPS, one value per held-out axial slice.
+
+The rules are volbench's (volbench.metrics, config/README.md "metrics"), applied slice by slice:
+data range R = the original volume's max - min (the whole volume's, the same for every method
+and fraction); PSNR = 10 log10(R^2 / MSE) of the slice, capped at metrics.PSNR_CAP (100 dB) for an
+exact slice; SSIM = metrics.ssim (Gaussian window 11, sigma 1.5) of the 2D slice; LPIPS =
+metrics.lpips_score on that one slice (AlexNet, scaled to [-1, 1] by the original's min and R,
+the prediction clipped), NaN where a side is under 32 pixels or LPIPS is disabled in the config.
+std is the population standard deviation (ddof 0) over the test slices: 0 for one test slice.
+
+The score job is the only one that reads the volume; it runs after every method of the split.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+
+from .. import io, metrics
+from . import run, split
+
+METRICS = ("ssim", "psnr", "lpips")
+
+
+def slice_metrics(orig: np.ndarray, pred: np.ndarray, vmin: float, data_range: float, lpips: bool = True,
+                  lpips_seed: int = 0) -> dict[str, float]:
+    """PSNR, SSIM, LPIPS of one predicted axial slice against the original slice."""
+    d = orig.astype(np.float64) - pred.astype(np.float64)
+    psnr = min(metrics.psnr_from_mse(float(np.mean(d * d)), data_range), metrics.PSNR_CAP)
+    ssim = metrics.ssim(orig, pred, data_range)
+    lp = float("nan")
+    if lpips and min(orig.shape) >= metrics.LPIPS_MIN_SIDE and data_range > 0:
+        lp = metrics.lpips_score(orig[None], pred[None], vmin, data_range, slices_per_axis=1, seed=lpips_seed)
+    return {"psnr": float(psnr), "ssim": float(ssim), "lpips": float(lp)}
+
+
+def summarise(values) -> tuple[float, float]:
+    """(mean, population std) of the finite values; NaN when there are none."""
+    v = np.asarray([x for x in values if x is not None and math.isfinite(x)], dtype=np.float64)
+    if not len(v):
+        return float("nan"), float("nan")
+    return float(v.mean()), float(v.std())
+
+
+def score_split(volume_path, train_dir, method_dirs: dict[str, str | Path], *, lpips_cfg: dict | None = None) -> dict:
+    """Score every method of one split; a failed or missing method keeps its record and reason."""
+    lpips_cfg = lpips_cfg or {}
+    use_lpips = bool(lpips_cfg.get("enabled", True))
+    lpips_seed = int(lpips_cfg.get("seed", 0))
+    vol = metrics.open_volume(volume_path)
+    rec = io.read_json(Path(train_dir) / split.TRAIN_JSON)
+    test_z = np.asarray(rec["test_z"], dtype=np.int64)
+    vmin, vmax = float(np.min(vol)), float(np.max(vol))
+    R = vmax - vmin
+    out = {"dataset": rec["dataset"], "fraction": rec["fraction"], "seed": rec["seed"], "depth": rec["shape"][0],
+           "n_train": rec["n_train"], "n_test": rec["n_test"], "train_z": rec["train_z"], "test_z": rec["test_z"],
+           "data_range": R, "lpips": use_lpips, "method_order": list(method_dirs), "methods": {}}
+    for name, mdir in method_dirs.items():
+        fit = run.read_fit(mdir)
+        row = {k: fit.get(k) for k in ("status", "error", "method_type", "display_name", "family", "table_order",
+                                       "trains", "params", "versions", "fit_seconds", "fit_cpu_seconds", "fit_psnr",
+                                       "device", "stats") if k in fit}
+        row["method"] = name
+        if fit.get("status") == "ok":
+            if (fit.get("split") or {}).get("train_sha256") != rec["train_sha256"]:
+                row.update(status="failed", error="the prediction was made on another split; re-run its sparse_fit job")
+            else:
+                pred = run.read_prediction(mdir)
+                if pred.shape != (len(test_z), *vol.shape[1:]):
+                    row.update(status="failed", error=f"prediction has shape {pred.shape}, expected "
+                                                      f"{(len(test_z), *vol.shape[1:])}")
+                else:
+                    per = [slice_metrics(np.asarray(vol[z]), pred[i], vmin, R, use_lpips, lpips_seed)
+                           for i, z in enumerate(test_z)]
+                    for m in METRICS:
+                        row[m] = [p[m] for p in per]
+                        row[f"{m}_mean"], row[f"{m}_std"] = summarise(row[m])
+        out["methods"][name] = row
+    return out
