@@ -120,3 +120,10 @@ def test_protocol_001_slices_and_metrics():
                                                          - np.take(noisy, i, a)) ** 2)), R) for a, i in picks])
     assert got["psnr_001"] == pytest.approx(want)
     assert np.isnan(got["lpips_vgg_001"])
+    from volbench import lpips_weights
+
+    if lpips_weights.backbone_source("vgg") is not None:
+        # 24-slice volumes (coronal / sagittal slices 24 pixels high) are within VGG16's reach
+        with_lpips = metrics.protocol_001(orig, noisy, seed=3)
+        assert 0 < with_lpips["lpips_vgg_001"] < 1
+        assert metrics.protocol_001(orig, orig, seed=3)["lpips_vgg_001"] == pytest.approx(0, abs=1e-6)

@@ -36,6 +36,9 @@ import numpy as np
 
 PSNR_CAP = 100.0
 LPIPS_MIN_SIDE = 32
+#: VGG16's smallest input side for LPIPS (four 2x poolings before its last layer; AlexNet's
+#: strided first layer and three poolings need LPIPS_MIN_SIDE)
+VGG_MIN_SIDE = 16
 #: memory (MB) that compute_chunked's working arrays may use; the environment variable
 #: VOLBENCH_METRICS_MEMORY_MB sets it for the score jobs
 DEFAULT_MEMORY_MB = 1024
@@ -168,7 +171,7 @@ def protocol_001_slices(shape, seed: int = 0, per_axis=PROTOCOL_001_SLICES) -> l
 def protocol_001(orig, rec, seed: int = 0, lpips: bool = True) -> dict[str, float]:
     """psnr_001, ssim_001, lpips_vgg_001: seed 001's metrics on its 10-slice sample (module
     docstring), with the original's data range; LPIPS with the VGG16 backbone (NaN when
-    lpips=False or a slice is smaller than LPIPS_MIN_SIDE on a side)."""
+    lpips=False or a slice is smaller than VGG_MIN_SIDE on a side)."""
     if tuple(orig.shape) != tuple(rec.shape):
         raise ValueError(f"shape mismatch: original {orig.shape}, reconstruction {rec.shape}")
     vmin, vmax = math.inf, -math.inf
@@ -187,7 +190,7 @@ def protocol_001(orig, rec, seed: int = 0, lpips: bool = True) -> dict[str, floa
            float(np.mean([min(v, PSNR_CAP) for v in psnrs])),
            "ssim_001": float(np.mean([ssim(a, b, R) for a, b in pairs])),
            "lpips_vgg_001": nan}
-    if lpips and all(min(a.shape) >= LPIPS_MIN_SIDE for a, _ in pairs):
+    if lpips and all(min(a.shape) >= VGG_MIN_SIDE for a, _ in pairs):
         import torch
 
         from .lpips_weights import model

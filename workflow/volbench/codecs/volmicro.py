@@ -42,12 +42,13 @@ PRESETS = {
                   log_every=100, crop=None),
     # the default (CPU twin, 24..32 x 96 x 96, seconds to tens of seconds a cell): 400 iterations
     # on the whole volume; with a budget (target_bpp / target_ratio) training starts from 60 % of
-    # it, placed and weighted from the data (init: data), and densifies up to it; scales projected
+    # it, placed and weighted from the data (init: data), densifies up to peak_factor x it until
+    # iteration 250, then Phase III prunes to it and fine-tunes 150 iterations; scales projected
     # into [s_min, s_max] instead of pruning the oversized; lr 0.03 decaying to 0.05x; a short gate
     # pre-training
     "demo": dict(_SHARED, iterations=400, n_gaussians=300, max_gaussians=600, init="data", init_fraction=0.6,
                  init_scale=None, sample_ratio=1.0, gate_iterations=100, gate_batch=8192, lr=0.03,
-                 lr_final_factor=0.05, clamp_scales=True, densify_from=50, densify_until=300, densify_interval=25,
+                 lr_final_factor=0.05, clamp_scales=True, densify_from=50, densify_until=250, densify_interval=25,
                  grad_threshold=2e-5, log_every=10, crop=None, init_knn_factor=0.5),
 }
 
