@@ -75,6 +75,14 @@ def _mse(orig, rec, mask=None) -> float:
     return total / count if count else float("nan")
 
 
+def mean_slice_psnr(vals) -> float:
+    """The 2D PSNR of per-slice PSNRs: inf when every slice is exact, else their mean with each
+    exact slice counted as PSNR_CAP."""
+    if all(math.isinf(v) for v in vals):
+        return float("inf")
+    return float(np.mean([min(v, PSNR_CAP) for v in vals]))
+
+
 def psnr_2d(orig: np.ndarray, rec: np.ndarray, data_range: float) -> float:
     if data_range <= 0:
         return float("nan")
@@ -82,9 +90,7 @@ def psnr_2d(orig: np.ndarray, rec: np.ndarray, data_range: float) -> float:
     for z in range(orig.shape[0]):
         d = orig[z].astype(np.float64) - rec[z].astype(np.float64)
         vals.append(psnr_from_mse(float(np.mean(d * d)), data_range))
-    if all(math.isinf(v) for v in vals):
-        return float("inf")
-    return float(np.mean([min(v, PSNR_CAP) for v in vals]))
+    return mean_slice_psnr(vals)
 
 
 def _ssim_kwargs(shape) -> dict[str, Any]:
@@ -168,17 +174,20 @@ def protocol_001_slices(shape, seed: int = 0, per_axis=PROTOCOL_001_SLICES) -> l
     return picks
 
 
-def protocol_001(orig, rec, seed: int = 0, lpips: bool = True) -> dict[str, float]:
+def protocol_001(orig, rec, seed: int = 0, lpips: bool = True, range_=None) -> dict[str, float]:
     """psnr_001, ssim_001, lpips_vgg_001: seed 001's metrics on its 10-slice sample (module
     docstring), with the original's data range; LPIPS with the VGG16 backbone (NaN when
-    lpips=False or a slice is smaller than VGG_MIN_SIDE on a side)."""
+    lpips=False or a slice is smaller than VGG_MIN_SIDE on a side). range_: the original's
+    (min, max - min) when already known (compute_chunked's data_min, data_range), else one pass."""
     if tuple(orig.shape) != tuple(rec.shape):
         raise ValueError(f"shape mismatch: original {orig.shape}, reconstruction {rec.shape}")
-    vmin, vmax = math.inf, -math.inf
-    for z0, z1 in _z_chunks(tuple(orig.shape), memory_budget_mb()):
-        a = np.asarray(orig[z0:z1])
-        vmin, vmax = min(vmin, float(a.min())), max(vmax, float(a.max()))
-    R = vmax - vmin
+    if range_ is None:
+        vmin, vmax = math.inf, -math.inf
+        for z0, z1 in _z_chunks(tuple(orig.shape), memory_budget_mb()):
+            a = np.asarray(orig[z0:z1])
+            vmin, vmax = min(vmin, float(a.min())), max(vmax, float(a.max()))
+        range_ = (vmin, vmax - vmin)
+    vmin, R = (float(v) for v in range_)
     nan = float("nan")
     if R <= 0:
         return {"psnr_001": nan, "ssim_001": nan, "lpips_vgg_001": nan}
@@ -186,8 +195,7 @@ def protocol_001(orig, rec, seed: int = 0, lpips: bool = True) -> dict[str, floa
     pairs = [(np.take(orig, i, axis=ax).astype(np.float64), np.take(rec, i, axis=ax).astype(np.float64))
              for ax, i in picks]
     psnrs = [psnr_from_mse(float(np.mean((a - b) ** 2)), R) for a, b in pairs]
-    out = {"psnr_001": float("inf") if all(math.isinf(v) for v in psnrs) else
-           float(np.mean([min(v, PSNR_CAP) for v in psnrs])),
+    out = {"psnr_001": mean_slice_psnr(psnrs),
            "ssim_001": float(np.mean([ssim(a, b, R) for a, b in pairs])),
            "lpips_vgg_001": nan}
     if lpips and all(min(a.shape) >= VGG_MIN_SIDE for a, _ in pairs):
@@ -212,7 +220,7 @@ def compute(orig: np.ndarray, rec: np.ndarray, *, foreground_threshold: float = 
         raise ValueError(f"shape mismatch: original {orig.shape}, reconstruction {rec.shape}")
     vmin, vmax = float(orig.min()), float(orig.max())
     R = vmax - vmin
-    out: dict[str, Any] = {"data_range": R}
+    out: dict[str, Any] = {"data_range": R, "data_min": vmin}
     exact = bool(np.array_equal(orig, rec))
     out["exact"] = exact
     if R <= 0:
@@ -342,8 +350,7 @@ def slice_metrics_2d(orig, slices, data_range: float, memory_mb: float | None = 
             d = a[k].astype(np.float64) - b[k].astype(np.float64)
             psnrs.append(psnr_from_mse(float(np.mean(d * d)), R))
             ssims.append(ssim(a[k], b[k], R))
-    psnr = float("inf") if all(math.isinf(v) for v in psnrs) else float(np.mean([min(v, PSNR_CAP) for v in psnrs]))
-    return {"psnr_2d": psnr, "ssim_2d": float(np.mean(ssims))}
+    return {"psnr_2d": mean_slice_psnr(psnrs), "ssim_2d": float(np.mean(ssims))}
 
 
 def _z_chunks(shape, memory_mb: float) -> list[tuple[int, int]]:
@@ -373,7 +380,7 @@ def compute_chunked(orig, rec, *, foreground_threshold: float = 0.01, lpips: boo
         vmin, vmax = min(vmin, float(a.min())), max(vmax, float(a.max()))
         exact = exact and bool(np.array_equal(a, b))
     R = vmax - vmin
-    out: dict[str, Any] = {"data_range": R, "exact": exact}
+    out: dict[str, Any] = {"data_range": R, "data_min": vmin, "exact": exact}
     if R <= 0:
         out["note"] = "constant original: data range 0, PSNR and SSIM undefined"
     # pass 2: slice-wise MSE, 2D PSNR and SSIM, foreground, in compute()'s order
@@ -399,8 +406,7 @@ def compute_chunked(orig, rec, *, foreground_threshold: float = 0.01, lpips: boo
     if R <= 0:
         out["psnr_2d"] = out["ssim_2d"] = float("nan")
     else:
-        out["psnr_2d"] = float("inf") if all(math.isinf(v) for v in psnrs) else \
-            float(np.mean([min(v, PSNR_CAP) for v in psnrs]))
+        out["psnr_2d"] = mean_slice_psnr(psnrs)
         out["ssim_2d"] = float(np.mean(ssims))
     # pass 3: the 3D SSIM map, block by block
     s_sum = s_fg = 0.0

@@ -149,7 +149,8 @@ def score_cell(original, meta_path, decoded_dir, encode_dir, *, cell: dict, lpip
         m.update(metrics.slice_metrics_2d(orig, slices, m["data_range"]))
         source_2d = summary.SOURCE_RENDERED
     if p001 is not None:
-        m.update(metrics.protocol_001(orig, rec, seed=int(p001.get("seed", 0)), lpips=bool(p001.get("lpips", True))))
+        m.update(metrics.protocol_001(orig, rec, seed=int(p001.get("seed", 0)), lpips=bool(p001.get("lpips", True)),
+                                      range_=(m["data_min"], m["data_range"])))
     row.update({
         **{k: m[k] for k in metrics.PROTOCOL_001_COLUMNS if k in m},
         "metrics_2d_source": source_2d,

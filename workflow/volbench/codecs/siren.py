@@ -148,6 +148,35 @@ def init_tensors(width: int, depth: int, w0: float, generator, torch):
 
 # ----------------------------------------------------------------------------------------------
 # serialisation
+def fit(torch, tensors, target, sample, coords, w0: float, iterations: int, lr: float, log_every: int,
+        desc: str, progress: bool, t_start: float) -> list[dict[str, Any]]:
+    """The SIREN training loop (the codec and the sparse-slice method): Adam on the MSE between
+    the network at coords(idx) and target[idx] for idx = sample() each step, on the [-1, 1] scale;
+    returns the history rows (PSNR on the [0, 1] scale: the MSE / 4)."""
+    from tqdm import tqdm
+
+    history: list[dict[str, Any]] = []
+    opt = torch.optim.Adam(tensors, lr=float(lr))
+    bar = tqdm(total=iterations, file=sys.stderr, desc=desc, unit="it", leave=False, dynamic_ncols=True,
+               mininterval=1.0, disable=not progress)
+    for it in range(1, iterations + 1):
+        idx = sample()
+        pred = mlp(coords(idx), tensors, scale=w0)
+        loss = torch.mean((pred - target[idx]) ** 2)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        bar.update(1)
+        if it % log_every == 0 or it == iterations:
+            lv = float(loss.item())
+            psnr = psnr_from_mse(lv / 4.0)  # the [-1, 1] scale's MSE / 4: PSNR on [0, 1]
+            history.append({"iteration": it, "loss": lv, "psnr": psnr, "mse": lv / 4.0,
+                            "seconds": time.perf_counter() - t_start, "stage": "train"})
+            bar.set_postfix(loss=f"{lv:.3g}", psnr=f"{psnr:.2f}dB", refresh=False)
+    bar.close()
+    return history
+
+
 def pack_weights(tensors: list[np.ndarray], weight_bits: int) -> bytes:
     """Serialise stored-form (w0 folded) float32 tensors into the payload."""
     parts = []
@@ -386,9 +415,6 @@ class SirenCodec(Codec):
         n = vol.size
         width, depth, w0, bits = p["width"], p["depth"], float(p["w0"]), p["weight_bits"]
         t_start = time.perf_counter()
-        history: list[dict[str, Any]] = []
-        from tqdm import tqdm
-
         with _torch_state(info.threads, deterministic) as torch:
             seed_everything(info.seed)
             gen_init = torch.Generator().manual_seed(int(info.seed))
@@ -407,29 +433,18 @@ class SirenCodec(Codec):
                     n_fg = int(round(p["foreground_fraction"] * bs))
                 else:
                     fg_idx = None
-            opt = torch.optim.Adam(tensors, lr=float(p["lr"]))
-            bar = tqdm(total=p["iterations"], file=sys.stderr, desc=f"siren {info.name}", unit="it",
-                       leave=False, dynamic_ncols=True, mininterval=1.0)
-            for it in range(1, p["iterations"] + 1):
+
+            def sample():
                 idx = torch.randint(0, n, (bs - n_fg,), generator=gen, device=device)
                 if n_fg:
                     pick = torch.randint(0, fg_idx.numel(), (n_fg,), generator=gen, device=device)
                     idx = torch.cat((idx, fg_idx[pick]))
-                pred = mlp(coords_of(idx, shape, tables, torch), tensors, scale=w0)
-                loss = torch.mean((pred - target[idx]) ** 2)
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
-                bar.update(1)
-                if it % p["log_every"] == 0 or it == p["iterations"]:
-                    lv = float(loss.item())
-                    psnr = psnr_from_mse(lv / 4.0)  # the [-1, 1] scale's MSE / 4: PSNR on [0, 1]
-                    history.append({"iteration": it, "loss": lv, "psnr": psnr, "mse": lv / 4.0,
-                                    "seconds": time.perf_counter() - t_start, "stage": "train"})
-                    bar.set_postfix(loss=f"{lv:.3g}", psnr=f"{psnr:.2f}dB", refresh=False)
-            bar.close()
+                return idx
+
+            history = fit(torch, tensors, target, sample, lambda idx: coords_of(idx, shape, tables, torch), w0,
+                          p["iterations"], p["lr"], p["log_every"], f"siren {info.name}", True, t_start)
             stored = fold_w0(tensors, w0)
-            del tensors, opt, target
+            del tensors, target
             if device.type == "cuda":
                 torch.cuda.empty_cache()
 

@@ -64,7 +64,7 @@ def focus_prepared_fixed(means, log_scales, quats, opacity, sigma_z: float, cuto
 
     s = exp_fixed(log_scales)
     A, _ = prepare_fixed(means, s, quats, cutoff)
-    R = quat_to_rotmat(quats.to(torch.float64))
+    var, det = _variances_det(quats, s)  # S_jj, det S
     inv_s2 = 1.0 / (float(sigma_z) * float(sigma_z))
     v = A[:, :, 0]  # A e_z, z being the first axis
     u = (A[:, 0, :] * v[:, 0:1] + A[:, 1, :] * v[:, 1:2]) + A[:, 2, :] * v[:, 2:3]  # A^T v
@@ -72,10 +72,6 @@ def focus_prepared_fixed(means, log_scales, quats, opacity, sigma_z: float, cuto
     t = 1.0 / (float(sigma_z) * torch.sqrt(c))
     beta = 1.0 / (c * (1.0 + t))
     A2 = A - (beta[:, None] * v)[:, :, None] * u[:, None, :]
-    s2 = s * s
-    RR = R * R
-    var = (RR[..., 0] * s2[:, None, 0] + RR[..., 1] * s2[:, None, 1]) + RR[..., 2] * s2[:, None, 2]  # S_jj
-    det = (s2[:, 0] * s2[:, 1]) * s2[:, 2]
     amp = opacity.to(torch.float64) * torch.sqrt((1.0 + var[:, 0] * inv_s2) / (det * c))
     var = var + torch.tensor([float(sigma_z) ** 2, 0.0, 0.0], dtype=torch.float64, device=var.device)
     return A2, float(cutoff) * torch.sqrt(var), amp
@@ -98,9 +94,17 @@ def eq12_prepared_fixed(means, log_scales, quats, opacity, cutoff: float):
 
     s = exp_fixed(log_scales)
     A, half_ext = prepare_fixed(means, s, quats, cutoff)
+    var, det = _variances_det(quats, s)
+    amp = opacity.to(torch.float64) * torch.sqrt(var[:, 0] / det)
+    return A, half_ext, amp
+
+
+def _variances_det(quats, s):
+    """The diagonal S_jj of S = R diag(s^2) R^T and det S = (s0 s1 s2)^2, float64, from
+    correctly rounded basic operations in a fixed order (the decoders' fixed arithmetic)."""
     R = quat_to_rotmat(quats.to(torch.float64))
     s2 = s * s
-    szz = (R[:, 0, 0] * R[:, 0, 0] * s2[:, 0] + R[:, 0, 1] * R[:, 0, 1] * s2[:, 1]) + R[:, 0, 2] * R[:, 0, 2] * s2[:, 2]
+    RR = R * R
+    var = (RR[..., 0] * s2[:, None, 0] + RR[..., 1] * s2[:, None, 1]) + RR[..., 2] * s2[:, None, 2]
     det = (s2[:, 0] * s2[:, 1]) * s2[:, 2]
-    amp = opacity.to(torch.float64) * torch.sqrt(szz / det)
-    return A, half_ext, amp
+    return var, det

@@ -127,15 +127,21 @@ def _legend_entries(codecs: list[str], handles: dict[str, Any], names: dict[str,
     return hs, ls
 
 
+def _rd_inputs(df_all: pd.DataFrame, dataset: str, ctx: Context):
+    """What the rate-distortion figures of one dataset draw: the codec styles (of the whole
+    summary, so every figure agrees), the dataset's ok non-ablation rows, their labels and the
+    codec order."""
+    look = styles(df_all)
+    df = ok_rows(df_all)
+    df = df[(df["dataset"] == dataset) & ~ablation_mask(df)]
+    return look, df, _labels(df, look), ctx.codec_order(df)
+
+
 def rd_curves(df_all: pd.DataFrame, dataset: str, out_dir: str | os.PathLike, ctx: Context | None = None,
               metrics=tuple(RD_METRICS)) -> list[Path]:
     """One figure per metric: out_dir/rd_<metric>.png/.pdf, the legend right of the axes."""
     ctx = ctx or Context()
-    look = styles(df_all)
-    df = ok_rows(df_all)
-    df = df[(df["dataset"] == dataset) & ~ablation_mask(df)]
-    names = _labels(df, look)
-    codecs = ctx.codec_order(df)
+    look, df, names, codecs = _rd_inputs(df_all, dataset, ctx)
     paths = []
     for m in metrics:
         with plt.rc_context(_RC):
@@ -168,11 +174,7 @@ def rd_overview(df_all: pd.DataFrame, dataset: str, out: str | os.PathLike, ctx:
     panel, one legend right of the panels listing every instance drawn in any of them. `out`: the
     PNG (or PDF) to write."""
     ctx = ctx or Context()
-    look = styles(df_all)
-    df = ok_rows(df_all)
-    df = df[(df["dataset"] == dataset) & ~ablation_mask(df)]
-    names = _labels(df, look)
-    codecs = ctx.codec_order(df)
+    look, df, names, codecs = _rd_inputs(df_all, dataset, ctx)
     out = Path(out)
     with plt.rc_context(_RC):
         fig, axes = plt.subplots(1, len(metrics), figsize=(3.0 * len(metrics), 3.0), squeeze=False)

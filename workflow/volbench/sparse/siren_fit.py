@@ -16,7 +16,6 @@ Adam steps of 4096 voxels, lr 1e-3, w0 = 30 (SIREN's). A few seconds on 2 CPU co
 
 from __future__ import annotations
 
-import sys
 import time
 from contextlib import contextmanager
 from typing import Any, ClassVar
@@ -25,7 +24,6 @@ import numpy as np
 
 from ..errors import VolbenchError
 from ..history import write as write_history
-from ..metrics import psnr_from_mse
 from ..torchenv import import_torch, resolve_device, seed_everything
 from .methods import SparseMethod
 
@@ -74,9 +72,7 @@ class SirenSparse(SparseMethod):
                 "cuda": str(torch.version.cuda) if torch.cuda.is_available() else "none"}
 
     def reconstruct(self, train, ctx):
-        from tqdm import tqdm
-
-        from ..codecs.siren import axis_coords, coords_of, init_tensors, mlp
+        from ..codecs.siren import axis_coords, coords_of, fit, init_tensors
 
         p = self.params
         device = resolve_device(ctx.device)
@@ -85,7 +81,6 @@ class SirenSparse(SparseMethod):
         lo, hi = float(train.slices.min()), float(train.slices.max())
         scale = (hi - lo) or 1.0
         width, depth, w0 = p["width"], p["depth"], float(p["w0"])
-        history = []
         t0 = time.perf_counter()
         with _torch_threads(ctx.threads, device.type == "cpu") as torch:
             seed_everything(ctx.seed)
@@ -98,28 +93,17 @@ class SirenSparse(SparseMethod):
             z_train = z_all[torch.from_numpy(train.z).to(device)]  # the training slices' true z
             n = target.numel()
             bs = min(p["batch_size"], n)
-            opt = torch.optim.Adam(tensors, lr=float(p["lr"]))
-            bar = tqdm(total=p["iterations"], file=sys.stderr, desc=f"siren {train.dataset} {train.label}",
-                       unit="it", leave=False, disable=not p["progress"], mininterval=1.0)
-            for it in range(1, p["iterations"] + 1):
-                idx = torch.randint(0, n, (bs,), generator=gen, device=device)
-                pred = mlp(coords_of(idx, (n_train, H, W), (z_train, y_tab, x_tab), torch), tensors, scale=w0)
-                loss = torch.mean((pred - target[idx]) ** 2)
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
-                bar.update(1)
-                if it % p["log_every"] == 0 or it == p["iterations"]:
-                    lv = float(loss.item())
-                    history.append({"iteration": it, "loss": lv, "psnr": psnr_from_mse(lv / 4.0), "mse": lv / 4.0,
-                                    "seconds": time.perf_counter() - t0, "stage": "train"})
-            bar.close()
+            history = fit(torch, tensors, target,
+                          lambda: torch.randint(0, n, (bs,), generator=gen, device=device),
+                          lambda idx: coords_of(idx, (n_train, H, W), (z_train, y_tab, x_tab), torch), w0,
+                          p["iterations"], p["lr"], p["log_every"], f"siren {train.dataset} {train.label}",
+                          p["progress"], t0)
             with torch.no_grad():
                 pred = _evaluate(torch, tensors, w0, z_all, (y_tab, x_tab), train.test_z, device)
-                fit = _evaluate(torch, tensors, w0, z_all, (y_tab, x_tab), train.z, device)
+                own = _evaluate(torch, tensors, w0, z_all, (y_tab, x_tab), train.z, device)
         if ctx.workdir is not None:
             write_history(ctx.workdir, history)
-        self.train_fit = (fit + 1.0) / 2.0 * scale + lo  # its own training slices (fit.json: fit_psnr)
+        self.train_fit = (own + 1.0) / 2.0 * scale + lo  # its own training slices (fit.json: fit_psnr)
         return (pred + 1.0) / 2.0 * scale + lo
 
 
