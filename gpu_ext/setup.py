@@ -23,12 +23,12 @@ from torch.utils.cpp_extension import BuildExtension, CUDAExtension  # noqa: E40
 HERE = Path(__file__).resolve().parent
 CSRC = HERE / "csrc"
 SOURCES = ["bindings.cpp", "tiles.cu", "voxelize_fwd.cu", "voxelize_bwd.cu",
-           "raster_fwd.cu", "raster_bwd.cu"]
+           "raster_fwd.cu", "raster_bwd.cu", "composite_fwd.cu", "composite_bwd.cu"]
 
 setup(
     name="volbench_gpu_ext",
     version="0.1.0",
-    description="CUDA voxelizer and slice rasterizer for Gaussian volumes (volbench)",
+    description="CUDA voxelizer and slice rasterizers for Gaussian volumes (volbench)",
     ext_modules=[
         CUDAExtension(
             name="volbench_gpu_ext",

@@ -72,7 +72,7 @@ so="$(ls "$build_dir"/lib/volbench_gpu_ext*.so | head -n1)"
 PYTHONPATH="$build_dir/lib${PYTHONPATH:+:$PYTHONPATH}" "$PYTHON" - <<'PY'
 import torch  # noqa: F401  (loads libc10/libtorch first)
 import volbench_gpu_ext as m
-need = ["voxelize_forward", "voxelize_backward", "raster_forward", "raster_backward"]
+need = ["voxelize_forward", "voxelize_backward", "raster_forward", "raster_backward", "composite_fwd", "composite_bwd"]
 missing = [n for n in need if not hasattr(m, n)]
 assert not missing, f"missing symbols {missing}"
 print(f"build_gpu_ext.sh: import OK ({m.__file__})")

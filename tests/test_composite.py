@@ -1,6 +1,9 @@
 """Tests of the compositing slice rasterizer of seed 004 (gaussian_ops/composite.py): a slow
 dense float64 reference written here independently (full 3D Gaussian, explicit loops), the
-compositing order and its tie rule, the additive mode, cutoffs, transmittance, gradcheck."""
+compositing order and its tie rule, the additive mode, cutoffs, transmittance, gradcheck (these
+run the public API, i.e. whatever backend "auto" picks); then the compiled CPU backend of the
+splat stage (gpu_ext/cpu/cpu_composite.cpp) against the PyTorch twin: forward and all gradients
+in float32 and float64, edge cases, gradcheck, bit-identical reruns, dispatch."""
 
 from __future__ import annotations
 
@@ -145,6 +148,24 @@ def test_factorisation_is_the_3d_gaussian():
             assert torch.allclose(p * g2, g3, rtol=1e-12, atol=1e-14)
 
 
+def test_prelude_moments_match_slice_factors():
+    """The prelude's fast path (_slice_moments) is slice_factors' maths; its order puts the kept
+    pairs first, nearest first, ties by index, -1 after."""
+    from volbench.gaussian_ops.composite import _slice_moments, prelude
+    means, ls, quats, op, *_ = random_case(9, seed=12)
+    cams = cams_for([1, 3])
+    m_n, c_nn, m2, S2 = slice_factors(means, ls, quats, cams)
+    f_n, f_nn, f2, s00, s01, s11 = _slice_moments(means, ls, quats, cams)
+    for a, b in ((m_n, f_n), (c_nn, f_nn), (m2, f2), (S2[..., 0, 0], s00), (S2[..., 0, 1], s01),
+                 (S2[..., 1, 1], s11)):
+        assert torch.allclose(a, b, rtol=1e-12, atol=1e-12)
+    _, _, _, order = prelude(means, ls, quats, op, cams)
+    for b in range(2):
+        keep = (m_n[b] ** 2 <= 9 * c_nn[b]).nonzero().squeeze(1).tolist()
+        expect = sorted(keep, key=lambda i: (abs(float(m_n[b, i])), i))
+        assert order[b].tolist() == expect + [-1] * (9 - len(expect))
+
+
 def _stack(zs, colors, opacity=0.7, scale=1.0, yx=(3.0, 4.0)):
     n = len(zs)
     means = torch.tensor([[z, yx[0], yx[1]] for z in zs], dtype=D64)
@@ -246,19 +267,23 @@ def test_opaque_front_hides_back():
     for a in (means, op, col):
         a.requires_grad_(True)
     r = composite_slices(means, ls, quats, op, col, _plane(5.0), (8, 8))
-    assert float(r.image[0, 3, 4].detach()) == 0.3
-    assert float(r.alpha[0, 3, 4].detach()) == 1.0
-    r.image.sum().backward()  # w = 1 at the centre: the cumprod backward stays finite
+    # w = min(1, W_MAX) = 0.99 at the centre (the clamp of every backend): 1 % of the back shows
+    assert float(r.image[0, 3, 4].detach()) == pytest.approx(0.99 * 0.3 + 0.01 * 0.99 * 0.9,
+                                                             rel=1e-12)
+    assert float(r.alpha[0, 3, 4].detach()) == pytest.approx(1 - 0.01 ** 2, rel=1e-12)
+    r.image.sum().backward()
     for a in (means, op, col):
         assert torch.isfinite(a.grad).all()
-    # the back one is nearer-first only if it is nearer: move it off the plane -> still hidden
+    assert float(op.grad[0]) != 0.0  # not clamped away from the centre
+    # the back one is nearer-first only if it is nearer: move it off the plane -> still behind
     means2, ls2, quats2, op2, col2 = _stack([5.0, 5.4], [0.3, 0.9], opacity=1.0)
     r2 = composite_slices(means2.flip(0), ls2, quats2, op2, col2.flip(0), _plane(5.0), (8, 8))
-    assert float(r2.image[0, 3, 4]) == 0.3
-    # additive mode adds them up instead
+    w_back = math.exp(-0.5 * 0.4 ** 2)
+    assert float(r2.image[0, 3, 4]) == pytest.approx(0.99 * 0.3 + 0.01 * w_back * 0.9, rel=1e-12)
+    # additive mode adds them up instead (each clamped)
     ra = composite_slices(means.detach(), ls, quats, op.detach(), col.detach(), _plane(5.0),
                           (8, 8), mode="additive")
-    assert float(ra.image[0, 3, 4]) == pytest.approx(1.2, rel=1e-12)
+    assert float(ra.image[0, 3, 4]) == pytest.approx(0.99 * 1.2, rel=1e-12)
 
 
 def test_semantics_equal_colours():
@@ -302,3 +327,267 @@ def test_float32_and_empty():
     assert float(re.image.abs().sum()) == 0 and float(re.alpha.abs().sum()) == 0
     with pytest.raises(ValueError):
         composite_slices(means, ls, quats, op, col, cams_for([2]), (9, 8), mode="max")
+
+
+# ----------------------------------------------------------------------------- CPU backend
+
+from volbench.gaussian_ops import backend as gbackend  # noqa: E402
+from volbench.gaussian_ops import composite as comp_mod  # noqa: E402
+
+F32 = torch.float32
+
+
+@pytest.fixture(scope="module")
+def cpu_ext():
+    """The compiled CPU backend with the compositing splat stage, or a clean skip."""
+    mod = gbackend.load_cpu()
+    if mod is None:
+        pytest.skip(f"CPU backend volbench_cpu_ext not built: {gbackend.cpu_reason()}")
+    if not hasattr(mod, "composite_fwd"):
+        pytest.skip("volbench_cpu_ext has no composite_fwd (built from older sources)")
+    return mod
+
+
+@pytest.fixture
+def threads():
+    n = torch.get_num_threads()
+    yield
+    torch.set_num_threads(n)
+
+
+def edge_case(name):
+    """(means, log_scales, quats, opacities, colours, features, cameras, (H, W), pixel_size)."""
+    H, W, ps = 11, 10, (1.0, 1.25)
+    if name == "grey":
+        means, ls, quats, op, col, feat = random_case(30, seed=21)
+        return means, ls, quats, op, col, feat, cams_for([1, 3, 4]), (H, W), ps
+    if name in ("colour", "features"):
+        means, ls, quats, op, col, feat = random_case(30, seed=22, C=3,
+                                                      K=2 if name == "features" else None)
+        return means, ls, quats, op, col, feat, cams_for([0, 2, 5]), (H, W), ps
+    if name == "ties":  # equal |m_n| on both sides of the plane, and exact duplicates
+        t = slice_z([2])[0]
+        g = torch.Generator().manual_seed(23)
+        n = 16
+        dz = torch.tensor([0.5, -0.5, 0.0, 0.0] * 4, dtype=D64)
+        yx = torch.rand(n // 2, 2, generator=g, dtype=D64).repeat_interleave(2, 0) * 6 + 1
+        means = torch.cat([t + dz[:, None], yx], 1)
+        ls = torch.log(0.8 + torch.rand(n, 3, generator=g, dtype=D64))
+        ls[1::2] = ls[0::2]
+        quats = torch.randn(n, 4, generator=g, dtype=D64)
+        quats[1::2] = quats[0::2]
+        op = 0.3 + 0.7 * torch.rand(n, generator=g, dtype=D64)   # up to 1: the clamp is hit
+        col = torch.rand(n, 3, generator=g, dtype=D64)
+        return means, ls, quats, op, col, None, cams_for([2]), (H, W), ps
+    if name == "edge":  # centres near, on and beyond the image border (pixel extent 10 x 11.25)
+        g = torch.Generator().manual_seed(24)
+        n = 24
+        yx = torch.stack([torch.rand(n, generator=g, dtype=D64) * 16 - 3,
+                          torch.rand(n, generator=g, dtype=D64) * 18 - 3.5], 1)
+        z = slice_z([1])[0] + torch.randn(n, generator=g, dtype=D64) * 0.5
+        means = torch.cat([z[:, None], ORIGIN[1] + yx[:, :1], ORIGIN[2] + yx[:, 1:]], 1)
+        ls = torch.log(0.7 + 1.5 * torch.rand(n, 3, generator=g, dtype=D64))
+        quats = torch.randn(n, 4, generator=g, dtype=D64)
+        op = 0.2 + 0.8 * torch.rand(n, generator=g, dtype=D64)
+        col = torch.rand(n, generator=g, dtype=D64)
+        feat = torch.randn(n, 3, generator=g, dtype=D64)
+        return means, ls, quats, op, col, feat, cams_for([1]), (H, W), ps
+    if name == "dropped":  # half of the pairs just beyond the 1D cutoff (3 sigma), half inside
+        g = torch.Generator().manual_seed(25)
+        n = 20
+        t = slice_z([3])[0]
+        sig = 0.6 + torch.rand(n, generator=g, dtype=D64)
+        k = torch.where(torch.arange(n) % 2 == 0, torch.full((n,), 3.05, dtype=D64),
+                        torch.full((n,), 2.9, dtype=D64))
+        sign = torch.where(torch.rand(n, generator=g, dtype=D64) < 0.5, -1.0, 1.0)
+        yx = torch.rand(n, 2, generator=g, dtype=D64) * 8 + 1
+        means = torch.cat([(t + sign * k * sig)[:, None], yx], 1)
+        ls = torch.log(sig)[:, None].expand(n, 3).contiguous()
+        quats = torch.tensor([[1.0, 0, 0, 0]] * n, dtype=D64)   # axis-aligned: C_nn = sig^2
+        op = torch.ones(n, dtype=D64)
+        col = torch.rand(n, generator=g, dtype=D64)
+        return means, ls, quats, op, col, None, cams_for([3]), (H, W), ps
+    if name == "empty_slice":  # the middle slice meets no Gaussian
+        means, ls, quats, op, col, feat = random_case(12, seed=26, K=1)
+        return means, ls, quats, op, col, feat, cams_for([1, 40, 2]), (H, W), ps
+    if name == "n0":
+        means, ls, quats, op, col, feat = random_case(0, seed=27, K=2)
+        return means, ls, quats, op, col, feat, cams_for([1, 2]), (H, W), ps
+    raise KeyError(name)
+
+
+CASES = ["grey", "colour", "features", "ties", "edge", "dropped", "empty_slice", "n0"]
+
+
+def run_backend(case, mode, dtype, which):
+    """Outputs (image, semantics, alpha) and the gradients of all inputs of a weighted sum."""
+    means, ls, quats, op, col, feat, cams, hw, ps = edge_case(case)
+    ins = [None if x is None else x.to(dtype).clone().requires_grad_(True)
+           for x in (means, ls, quats, op, col, feat)]
+    r = composite_slices(*ins[:5], cams.to(dtype), hw, ps, features=ins[5], mode=mode,
+                         backend=which)
+    g = torch.Generator().manual_seed(5)
+    loss = (r.alpha * torch.rand(r.alpha.shape, generator=g, dtype=D64).to(dtype)).sum()
+    for t in (r.image, r.semantics):
+        if t is not None:
+            wgt = torch.rand(t.shape, generator=g, dtype=D64)
+            wgt[wgt < 0.1] = 0
+            loss = loss + (t * wgt.to(dtype)).sum()
+    if loss.requires_grad:
+        loss.backward()
+    outs = [r.image.detach(), None if r.semantics is None else r.semantics.detach(),
+            r.alpha.detach()]
+    grads = [None if x is None else (x.grad if x.grad is not None else torch.zeros_like(x))
+             for x in ins]
+    return outs, grads
+
+
+def assert_close(a, b, rel, what):
+    assert a.shape == b.shape and a.dtype == b.dtype, what
+    assert torch.isfinite(a).all(), what
+    scale = max(float(b.abs().max()) if b.numel() else 0.0, 1e-30)
+    err = float((a - b).abs().max()) if b.numel() else 0.0
+    assert err <= rel * scale, f"{what}: max error {err:.3g} vs scale {scale:.3g}"
+
+
+@pytest.mark.parametrize("dtype", [F32, D64], ids=["f32", "f64"])
+@pytest.mark.parametrize("mode", ["composite", "additive"])
+@pytest.mark.parametrize("case", CASES)
+def test_cpu_backend_matches_twin(cpu_ext, case, mode, dtype):
+    (o_c, g_c), (o_t, g_t) = (run_backend(case, mode, dtype, w) for w in ("cpu", "twin"))
+    rel_out, rel_grad = (1e-5, 1e-4) if dtype == F32 else (1e-12, 1e-10)
+    for a, b, what in zip(o_c, o_t, ("image", "semantics", "alpha")):
+        if b is None:
+            assert a is None
+        else:
+            assert_close(a, b, rel_out, what)
+    names = ("means", "log_scales", "quats", "opacities", "colours", "features")
+    for a, b, what in zip(g_c, g_t, names):
+        if b is not None:
+            assert_close(a, b, rel_grad, f"grad {what}")
+    if case in ("n0",):
+        assert float(o_c[2].abs().sum()) == 0
+    elif case == "empty_slice":
+        assert float(o_c[2][1].abs().sum()) == 0 and float(o_c[2][0].abs().sum()) > 0
+    else:
+        assert float(o_c[2].abs().sum()) > 0
+    if case == "dropped":  # the pairs beyond the 1D cutoff get nothing, the others do
+        assert torch.count_nonzero(g_c[3][0::2]) == 0
+        assert bool((g_c[3][1::2] != 0).all())
+
+
+def test_cpu_backend_hits_the_clamp(cpu_ext):
+    """An opaque Gaussian on the plane: w = W_MAX = 0.99 near its centre on both paths."""
+    means, ls, quats, op, col = _stack([5.0, 5.0], [0.3, 0.9], opacity=1.0)
+    for which in ("cpu", "twin"):
+        r = composite_slices(means, ls, quats, op, col, _plane(5.0), (8, 8), backend=which)
+        assert float(r.alpha.max()) == pytest.approx(1 - 0.01 ** 2, rel=1e-12)
+
+
+@pytest.mark.parametrize("mode", ["composite", "additive"])
+def test_cpu_backend_gradcheck(cpu_ext, mode):
+    means, ls, quats, op, col, feat = random_case(5, seed=2, K=2, shape=(4.0, 6.0, 5.0))
+    inputs = [x.clone().requires_grad_(True) for x in (means, ls, quats, op, col, feat)]
+    cams = cams_for([1, 2])
+
+    def f(m, s, q, o, c, k):
+        r = composite_slices(m, s, q, o, c, cams, (6, 5), features=k, mode=mode, backend="cpu")
+        return torch.cat([r.image.reshape(-1), r.semantics.reshape(-1), r.alpha.reshape(-1)])
+
+    with torch.no_grad():
+        assert float(f(*inputs).abs().sum()) > 0
+    assert torch.autograd.gradcheck(f, inputs, eps=1e-6, atol=1e-6, rtol=1e-5)
+
+
+@pytest.mark.parametrize("additive", [False, True])
+def test_cpu_splat_stage_gradcheck_with_clamp_and_padding(cpu_ext, additive):
+    from volbench.gaussian_ops.composite import W_MAX
+
+    """The splat stage alone on contract inputs: -1 padding, a pair absent from a slice,
+    wpeak above W_MAX at a centre (the clamped branch: zero gradient), non-PD-free conics."""
+    g = torch.Generator().manual_seed(31)
+    B, N, H, W = 2, 4, 7, 6
+    m2 = (torch.rand(B, N, 2, generator=g, dtype=D64) * torch.tensor([6.0, 5.0], dtype=D64))
+    a = 0.3 + 0.5 * torch.rand(B, N, generator=g, dtype=D64)
+    c = 0.3 + 0.5 * torch.rand(B, N, generator=g, dtype=D64)
+    bc = 0.1 * torch.randn(B, N, generator=g, dtype=D64)
+    conic = torch.stack([a, bc, c], -1)
+    wpeak = 0.2 + 0.7 * torch.rand(B, N, generator=g, dtype=D64)
+    wpeak[0, 1] = 0.999
+    m2[0, 1] = torch.tensor([3.0, 2.0], dtype=D64)   # on a pixel: its centre is clamped
+    order = torch.tensor([[2, 0, 1, 3], [3, 1, 0, -1]])
+    values = torch.rand(N, 3, generator=g, dtype=D64)
+    geom = (H, W, 1.0, 1.0, 3.0, additive)
+    ins = [t.clone().requires_grad_(True) for t in (m2, conic, wpeak, values)]
+
+    def f(m, cn, w, v):
+        out, alpha = comp_mod._CompositeSplat.apply(m, cn, w, order, v, geom, "cpu")
+        return torch.cat([out.reshape(-1), alpha.reshape(-1)])
+
+    def ft(m, cn, w, v):
+        out, alpha = comp_mod.splat_twin(m, cn, w, order, v, *geom)
+        return torch.cat([out.reshape(-1), alpha.reshape(-1)])
+
+    assert torch.allclose(f(*ins), ft(*ins), rtol=1e-13, atol=1e-15)
+    with torch.no_grad():  # the clamped centre pixel (3, 2) of slice 0: w = W_MAX
+        solo = torch.tensor([[1, -1, -1, -1], [-1] * 4])
+        one = comp_mod._CompositeSplat.apply(m2, conic, wpeak, solo, values, geom, "cpu")[1]
+    assert float(one[0, 3, 2]) == W_MAX
+    assert torch.autograd.gradcheck(f, ins, eps=1e-6, atol=1e-7, rtol=1e-6)
+    go = torch.rand(f(*ins).shape, generator=g, dtype=D64)
+    gc = torch.autograd.grad(f(*ins), ins, go)
+    gt = torch.autograd.grad(ft(*ins), ins, go)
+    for x, y in zip(gc, gt):
+        assert torch.allclose(x, y, rtol=1e-11, atol=1e-13)
+    assert float(gc[2][1, 2]) == 0.0 and torch.count_nonzero(gc[1][1, 2]) == 0  # absent pair
+    assert float(gc[2][0, 1]) != 0.0
+
+
+@pytest.mark.parametrize("dtype", [F32, D64], ids=["f32", "f64"])
+def test_cpu_backend_bit_identical_reruns(cpu_ext, threads, dtype):
+    torch.set_num_threads(2)
+    first = run_backend("features", "composite", dtype, "cpu")
+    for _ in range(2):
+        again = run_backend("features", "composite", dtype, "cpu")
+        for a, b in zip(first[0] + first[1], again[0] + again[1]):
+            assert torch.equal(a, b)
+    # the forward is bit-identical whatever the thread count, too
+    torch.set_num_threads(1)
+    one = run_backend("features", "composite", dtype, "cpu")
+    for a, b in zip(first[0], one[0]):
+        assert torch.equal(a, b)
+
+
+def test_dispatch(cpu_ext, monkeypatch):
+    monkeypatch.delenv(gbackend.BACKEND_ENV, raising=False)
+    means, ls, quats, op, col, feat = random_case(6, seed=4, K=2)
+    calls = []
+    real = comp_mod.splat_twin
+
+    def spy(*a, **k):
+        calls.append(1)
+        return real(*a, **k)
+
+    monkeypatch.setattr(comp_mod, "splat_twin", spy)
+    for dt in (F32, D64):
+        assert comp_mod.splat_backend(means.to(dt), ls.to(dt)) == "cpu"
+        composite_slices(means.to(dt), ls.to(dt), quats.to(dt), op.to(dt), col, cams_for([2]),
+                         (5, 4), features=feat)
+    assert calls == []
+    composite_slices(means, ls, quats, op, col, cams_for([2]), (5, 4), backend="twin")
+    assert calls == [1]
+    # other dtypes -> the twin; a forced compiled backend that cannot run raises
+    assert comp_mod.splat_backend(means.to(torch.bfloat16)) == "twin"
+    with pytest.raises(ValueError):
+        comp_mod.splat_backend(means.to(torch.bfloat16), backend="cpu")
+    with pytest.raises(ValueError):
+        comp_mod.splat_backend(means, backend="gpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError):
+            comp_mod.splat_backend(means, backend="cuda")
+    # VOLBENCH_GAUSSIAN_BACKEND=twin forces the twin (ops.py's rule, one warning)
+    monkeypatch.setenv(gbackend.BACKEND_ENV, "twin")
+    monkeypatch.setitem(gbackend._cpu_state, "forced_warned", True)
+    assert comp_mod.splat_backend(means) == "twin"
+    composite_slices(means, ls, quats, op, col, cams_for([2]), (5, 4))
+    assert calls == [1, 1]

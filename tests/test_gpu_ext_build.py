@@ -97,6 +97,8 @@ KERNELS = {  # source -> its kernels (names in the mangled entry points)
     "voxelize_bwd.cu": ("voxel_bwd_kernel",),
     "raster_fwd.cu": ("raster_boxes_kernel", "raster_fwd_kernel"),
     "raster_bwd.cu": ("raster_bwd_kernel",),
+    "composite_fwd.cu": ("composite_boxes_kernel", "composite_fwd_kernel"),
+    "composite_bwd.cu": ("composite_bwd_kernel",),
 }
 ARCHS = ("sm_80", "sm_90")
 ENTRY = re.compile(r"Compiling entry function '([^']+)' for '(sm_\d+)'")

@@ -21,6 +21,7 @@ import os
 import platform
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -29,6 +30,7 @@ import torch
 from gpu_ext_cases import (D64, RASTER_CASES, RASTER_PIXEL_SIZE, VOX_CASES, VOX_SPACING,
                            assert_forward, cameras)
 from gpu_ext_harness import build as hbuild
+from gpu_ext_harness import composite_ref as cref
 from gpu_ext_harness.emulated_ext import EmulatedExt, EmulatorError, tile_lists
 from volbench.gaussian_ops import backend, ops
 from volbench.gaussian_ops import torch_impl as twin
@@ -298,6 +300,132 @@ def test_kernels_under_round_robin_schedule(emu):
     rr.env["VBEMU_SCHEDULE"] = "round"
     check_voxelizer(rr, "crowded")
     check_rasterizer(rr, "crowded", "axial", "3dgs", 1.5)
+    check_composite(rr, "crowded", False)
+    check_composite(rr, "saturated", False)
+
+
+# ----------------------------------------------------------------------------- compositing
+
+def comp_args(case, additive):
+    return (case["m2"], case["conic"], case["wpeak"], case["order"], case["values"], case["H"],
+            case["W"], *case["ps"], case["cutoff"], additive)
+
+
+def assert_comp_lists(case, ids, ranges):
+    """Every (slice, tile) list holds the items (slice, rank) whose pair reaches a pixel of the
+    tile (conservative boxes may add more), only items of that slice with order != -1, in
+    ascending rank, i.e. in compositing order."""
+    need, n_keys = cref.expected_lists(case)
+    B, N = case["order"].shape
+    per_slice = n_keys // max(B, 1)
+    assert ranges.numel() == 2 * max(n_keys, 1)
+    for key in range(n_keys):
+        lo, hi = ranges[2 * key].item(), ranges[2 * key + 1].item()
+        items = ids[lo:hi].long()
+        if len(items):
+            assert (items[1:] > items[:-1]).all(), f"key {key}: not in compositing order"
+            assert (items // N == key // per_slice).all(), f"key {key}: item of another slice"
+            assert (case["order"].reshape(-1)[items] >= 0).all(), f"key {key}: a -1 item listed"
+        missing = set(need.get(key, [])) - set(items.tolist())
+        assert not missing, f"key {key}: items {sorted(missing)[:8]} missing"
+
+
+def check_composite(ext, name, additive, lists=True):
+    case = cref.make_case(name)
+    args = comp_args(case, additive)
+    out, alpha, *saved = ext.composite_fwd(*args)
+    t_save, n_live, ids, ranges = saved
+    if lists:
+        assert_comp_lists(case, ids, ranges)
+    go, ga = cref.upstream(case, seed=len(name) + int(additive))
+    grads = ext.composite_bwd(*args, saved, go, ga)
+    ref_out, ref_alpha, ref_grads = cref.reference(case, additive, go, ga)
+    ref_grads = [torch.nan_to_num(g) for g in ref_grads]  # NaN centres: their own rows only
+    cref.assert_close_forward(out, ref_out, 1e-5, 2e-6, "out")
+    cref.assert_close_forward(alpha, ref_alpha, 1e-5, 2e-6, "alpha")
+    cref.assert_grads(grads, ref_grads)
+    return case, out, alpha, saved
+
+
+@pytest.mark.parametrize("additive", [False, True], ids=["composite", "additive"])
+@pytest.mark.parametrize("name", cref.CASES)
+def test_composite_kernels(emu, name, additive):
+    """composite_fwd / composite_bwd (composite_fwd.cu, composite_bwd.cu) against the dense
+    float64 reference of the contract: outputs, alpha, the gradients of m2, conic, wpeak and
+    values, and the tile lists (membership, compositing order)."""
+    case, out, alpha, (t_save, n_live, ids, ranges) = check_composite(emu, name, additive)
+    counts = ranges[1::2] - ranges[0::2]
+    if name == "crowded":
+        assert counts.max() > 256, "must fill two shared-memory batches"
+    if name == "mixed":
+        assert alpha[2].abs().max() == 0 and out[2].abs().max() == 0, "empty slice"
+        assert counts[2 * len(counts) // 3:].sum() == 0
+    if name == "saturated" and not additive:
+        # the clamp is reached and the walk of the backward stops where T < 1e-30
+        assert (case["wpeak"] == 1).sum() >= 30
+        H, W = case["H"], case["W"]
+        rr, cc = torch.meshgrid(torch.arange(H), torch.arange(W), indexing="ij")
+        total = counts[(rr // 16) * (-(-W // 16)) + cc // 16]
+        stopped = n_live < total
+        assert stopped.sum() > 10 and (t_save[stopped] < 1e-30).all()
+        assert (alpha[stopped] == 1).all()
+
+
+@pytest.mark.parametrize("name", ["mixed", "saturated", "features"])
+def test_composite_reference_matches_twin(name):
+    """The dense reference of these tests and the twin's splat stage (gaussian_ops/composite.py,
+    float64, its own pixel positions and cutoff test) agree: one contract."""
+    from volbench.gaussian_ops import composite
+
+    twin_splat = getattr(composite, "splat_twin", None)
+    if twin_splat is None:
+        pytest.skip("gaussian_ops.composite has no splat_twin")
+    case = cref.make_case(name)
+    ins = [case[k].double() if case[k].is_floating_point() else case[k]
+           for k in ("m2", "conic", "wpeak", "order", "values")]
+    for additive in (False, True):
+        out, alpha = twin_splat(*ins, case["H"], case["W"], *case["ps"], case["cutoff"], additive)
+        ref_out, ref_alpha = cref.reference(case, additive)
+        cref.assert_close_forward(out, ref_out, 1e-5, 2e-6, "twin out")
+        cref.assert_close_forward(alpha, ref_alpha, 1e-5, 2e-6, "twin alpha")
+
+
+def test_composite_order_decides(emu):
+    """Reversing the order of one slice changes the composite image, not the additive one."""
+    case = cref.make_case("ties")
+    rev = dict(case)
+    order = case["order"].clone()
+    kept = (order[0] >= 0).sum()
+    order[0, :kept] = order[0, :kept].flip(0)
+    rev["order"] = order
+    a = emu.composite_fwd(*comp_args(case, False))[0]
+    b = emu.composite_fwd(*comp_args(rev, False))[0]
+    assert (a[0] - b[0]).abs().max() > 0.05 and torch.equal(a[1], b[1])
+    cref.assert_close_forward(b, cref.reference(rev, False)[0], 1e-5, 2e-6, "reversed")
+    a = emu.composite_fwd(*comp_args(case, True))[0]
+    b = emu.composite_fwd(*comp_args(rev, True))[0]
+    cref.assert_close_forward(a, b.double(), 1e-5, 1e-6, "additive")
+
+
+def test_composite_checks(emu):
+    """The driver's (bindings.cpp's) checks: order outside [-1, N), bad shapes, B*N >= 2^31."""
+    case = cref.make_case("no_values")
+    bad = dict(case)
+    bad["order"] = case["order"].clone()
+    bad["order"][0, 0] = case["order"].shape[1]
+    with pytest.raises(EmulatorError, match=r"outside \[-1, N\)"):
+        emu.composite_fwd(*comp_args(bad, False))
+    bad["order"][0, 0] = -2
+    with pytest.raises(EmulatorError, match=r"outside \[-1, N\)"):
+        emu.composite_fwd(*comp_args(bad, False))
+    with pytest.raises(EmulatorError, match="shapes"):
+        emu.composite_fwd(case["m2"], case["conic"][:, :-1], *comp_args(case, False)[2:])
+    # B * N = 2^31 pairs: refused from the geometry, before any input is read or allocated
+    with tempfile.TemporaryDirectory(prefix="vbemu-") as d:
+        (Path(d) / "params.txt").write_text("B 65536\nN 32768\nH 16\nW 16\nF 1\n"
+                                            "pixel_size 1 1\ncutoff 3\nadditive 0\n")
+        with pytest.raises(EmulatorError, match="too many"):
+            emu.run("comp_fwd", d)
 
 
 # ----------------------------------------------------------------------------- whole operators
@@ -427,6 +555,8 @@ def test_kernels_under_sanitizers(tmp_path_factory):
     for args in SANITIZED_RASTER:
         check_rasterizer(san, *args)
     check_rasterizer(san, "straddling", "rotated", "focus", 1.5, nan_items=(3, 50, 77))
+    for name, additive in (("mixed", False), ("saturated", False), ("big_f", True)):
+        check_composite(san, name, additive, lists=False)
 
 
 # ----------------------------------------------------------------------------- mutation check

@@ -22,6 +22,8 @@ FAST = {
                    "densify_until": 10, "densify_interval": 4, "log_every": 6, "progress": False},
     "gaussianpile": {"preset": "demo", "iterations": 12, "n_gaussians": 120, "max_gaussians": 160, "densify_from": 4,
                      "densify_until": 10, "densify_interval": 4, "log_every": 6, "progress": False},
+    "innergs": {"n_gaussians": 120, "iterations": 8, "log_every": 4, "progress": False},
+    "triplane": {"n_gaussians": 120, "iterations": 8, "log_every": 4, "progress": False},
 }
 
 
@@ -94,7 +96,7 @@ def canary(tmp_path_factory):
 
 def test_the_training_files_do_not_depend_on_the_test_slices(canary):
     dirs, _, _ = canary
-    for f in (split.TRAIN_TIF, split.TRAIN_JSON):
+    for f in (split.TRAIN_TIF, split.TRAIN_JSON, split.TRAIN_LABELS):
         assert (dirs["clean"] / "input" / f).read_bytes() == (dirs["poisoned"] / "input" / f).read_bytes()
 
 

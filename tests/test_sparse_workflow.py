@@ -73,13 +73,14 @@ def test_method_jobs_get_the_training_file_alone(tmp_path):
     out = r.stdout + r.stderr
     sec = cfg["sparse_slices"]
     n = len(sec["datasets"]) * len(sec["fractions"]) * len(sec["methods"])
-    assert _jobs(r)["sparse_fit"] == n == 18
+    assert _jobs(r)["sparse_fit"] == n == 24
     fits = re.findall(r"^rule sparse_fit:\n\s+input: (.*)\n\s+output: (.*)$", out, re.M)
     assert len(fits) == n
     for inputs, output in fits:
         d, f = output.split("/")[2:4]
         assert sorted(inputs.split(", ")) == [f"results/sparse/{d}/{f}/input/train.json",
-                                              f"results/sparse/{d}/{f}/input/train.tif"], inputs
+                                              f"results/sparse/{d}/{f}/input/train.tif",
+                                              f"results/sparse/{d}/{f}/input/train_labels.npz"], inputs
     # and the rule passes the folder of those files, nothing else that could name the volume
     assert not re.search(r"sparse-fit[^\n]*results/data", out)
     # the default targets include the task

@@ -30,6 +30,7 @@
 #include <vector>
 
 #include "gaussian_math.h"
+#include "cpu_composite.h"  // the compositing splat stage (cpu_composite.cpp)
 
 namespace {
 
@@ -526,7 +527,7 @@ std::vector<torch::Tensor> raster_backward(torch::Tensor grad_out, torch::Tensor
 }  // namespace
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
-  m.doc() = "volbench CPU backend of the Gaussian operators (voxelizer, slice rasterizer)";
+  m.doc() = "volbench CPU backend of the Gaussian operators (voxelizer, slice rasterizers)";
   m.def("voxelize_forward", &voxelize_forward,
         "(means, A(N,9), amps, half_ext, origin, spacing, roi_offset, roi_shape, cutoff) -> out");
   m.def("voxelize_backward", &voxelize_backward,
@@ -536,6 +537,12 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
         "(mean2d, conic, weight, radii, B, N, H, W, pixel_size, cutoff) -> out");
   m.def("raster_backward", &raster_backward,
         "(grad_out, mean2d, conic, weight, radii, B, N, H, W, pixel_size, cutoff) -> grads");
+  m.def("composite_fwd", &vbcomp::composite_fwd,
+        "(m2, conic, wpeak, order, values, H, W, ps_r, ps_c, cutoff, additive) "
+        "-> [out, alpha, *saved]");
+  m.def("composite_bwd", &vbcomp::composite_bwd,
+        "(m2, conic, wpeak, order, values, H, W, ps_r, ps_c, cutoff, additive, saved, grad_out, "
+        "grad_alpha) -> [g_m2, g_conic, g_wpeak, g_values]");
   m.attr("VOXEL_TILE") = kVoxTile;
   m.attr("PIXEL_TILE") = kPixTile;
 }

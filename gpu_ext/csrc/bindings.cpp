@@ -5,6 +5,7 @@
 #include <c10/cuda/CUDAGuard.h>
 #include <torch/extension.h>
 
+#include <initializer_list>
 #include <vector>
 
 #include "common.h"
@@ -198,10 +199,128 @@ std::vector<torch::Tensor> raster_backward(torch::Tensor grad_out, torch::Tensor
   return {g_mean2d, g_conic, g_weight};
 }
 
+// ------------------------------------------------------------------ compositing rasterizer
+
+void check_comp(const torch::Tensor& t, const char* name, std::initializer_list<int64_t> shape,
+                torch::ScalarType dtype = torch::kFloat32) {
+  TORCH_CHECK(t.is_cuda(), "volbench_gpu_ext: ", name, " must be a CUDA tensor");
+  TORCH_CHECK(t.scalar_type() == dtype, "volbench_gpu_ext: ", name, " must be ",
+              dtype == torch::kFloat32 ? "float32" : "int64");
+  TORCH_CHECK(t.is_contiguous(), "volbench_gpu_ext: ", name, " must be contiguous");
+  TORCH_CHECK(t.sizes().vec() == std::vector<int64_t>(shape), "volbench_gpu_ext: ", name,
+              " has shape ", t.sizes(), ", expected ", c10::IntArrayRef(shape));
+}
+
+// shapes of the contract (B,N,2) (B,N,3) (B,N) (B,N) int64 (N,F); returns the geometry
+vbgs::CompGeom comp_inputs(const torch::Tensor& m2, const torch::Tensor& conic,
+                           const torch::Tensor& wpeak, const torch::Tensor& order,
+                           const torch::Tensor& values, int64_t H, int64_t W, double ps_r,
+                           double ps_c, double cutoff, bool additive) {
+  TORCH_CHECK(m2.dim() == 3 && values.dim() == 2,
+              "volbench_gpu_ext: m2 must be (B, N, 2) and values (N, F)");
+  const int64_t B = m2.size(0), N = m2.size(1), F = values.size(1);
+  check_comp(m2, "m2", {B, N, 2});
+  check_comp(conic, "conic", {B, N, 3});
+  check_comp(wpeak, "wpeak", {B, N});
+  check_comp(order, "order", {B, N}, torch::kInt64);
+  check_comp(values, "values", {N, F});
+  TORCH_CHECK(conic.device() == m2.device() && wpeak.device() == m2.device() &&
+                  order.device() == m2.device() && values.device() == m2.device(),
+              "volbench_gpu_ext: the inputs must be on one device");
+  // geometry first: it refuses B * N >= 2^31 before anything is allocated
+  vbgs::CompGeom g = vbgs::make_comp_geom(B, N, H, W, F, ps_r, ps_c, cutoff, additive);
+  if (order.numel() > 0) {
+    const auto mm = torch::aminmax(order);
+    const int64_t lo = std::get<0>(mm).item<int64_t>(), hi = std::get<1>(mm).item<int64_t>();
+    TORCH_CHECK(lo >= -1 && hi < N, "volbench_gpu_ext: order holds ", lo, " .. ", hi,
+                ", outside [-1, N) with N = ", N);
+  }
+  return g;
+}
+
+std::vector<torch::Tensor> composite_fwd(torch::Tensor m2, torch::Tensor conic,
+                                         torch::Tensor wpeak, torch::Tensor order,
+                                         torch::Tensor values, int64_t H, int64_t W, double ps_r,
+                                         double ps_c, double cutoff, bool additive) {
+  const vbgs::CompGeom g = comp_inputs(m2, conic, wpeak, order, values, H, W, ps_r, ps_c, cutoff,
+                                       additive);
+  const c10::cuda::CUDAGuard guard(m2.device());
+  cudaStream_t stream = c10::cuda::getCurrentCUDAStream().stream();
+  const int64_t B = g.B, F = g.F, n_items = static_cast<int64_t>(g.B) * g.N;
+  const int64_t n_keys = B * static_cast<int64_t>(g.tiles[0]) * g.tiles[1];
+  const bool runs = n_items > 0 && n_keys > 0;
+  auto opts = m2.options();
+  // every pixel (and channel) is written by the blocks of its (slice, tile) key when they run
+  auto out = runs ? torch::empty({B, F, H, W}, opts) : torch::zeros({B, F, H, W}, opts);
+  auto alpha = runs ? torch::empty({B, H, W}, opts) : torch::zeros({B, H, W}, opts);
+  auto t_save = runs ? torch::empty({B, H, W}, opts) : torch::ones({B, H, W}, opts);
+  auto n_live = runs ? torch::empty({B, H, W}, opts.dtype(torch::kInt32))
+                     : torch::zeros({B, H, W}, opts.dtype(torch::kInt32));
+  Buffers buf(m2.device());
+  auto boxes = torch::empty({std::max<int64_t>(n_items, 1), 6}, opts.dtype(torch::kInt32));
+  auto key_base = torch::empty({std::max<int64_t>(n_items, 1)}, opts.dtype(torch::kInt64));
+  vbgs::composite_tile_boxes(m2.data_ptr<float>(), conic.data_ptr<float>(),
+                             order.data_ptr<int64_t>(), g, boxes.data_ptr<int>(),
+                             key_base.data_ptr<int64_t>(), stream);
+  int32_t* ids = nullptr;
+  int64_t* ranges = nullptr;
+  // refuses more than 2^31 (tile, item) pairs before allocating the per-pair buffers
+  vbgs::build_tile_lists(boxes.data_ptr<int>(), key_base.data_ptr<int64_t>(),
+                         static_cast<int>(n_items), 1, g.tiles[0], g.tiles[1], n_keys, buf.fn(),
+                         stream, &ids, &ranges);
+  if (runs) {
+    vbgs::composite_forward(m2.data_ptr<float>(), conic.data_ptr<float>(),
+                            wpeak.data_ptr<float>(), order.data_ptr<int64_t>(),
+                            values.data_ptr<float>(), ids, ranges, g, out.data_ptr<float>(),
+                            alpha.data_ptr<float>(), t_save.data_ptr<float>(),
+                            n_live.data_ptr<int32_t>(), stream);
+  }
+  return {out, alpha, t_save, n_live, buf.ids, buf.ranges};
+}
+
+std::vector<torch::Tensor> composite_bwd(torch::Tensor m2, torch::Tensor conic,
+                                         torch::Tensor wpeak, torch::Tensor order,
+                                         torch::Tensor values, int64_t H, int64_t W, double ps_r,
+                                         double ps_c, double cutoff, bool additive,
+                                         std::vector<torch::Tensor> saved, torch::Tensor grad_out,
+                                         torch::Tensor grad_alpha) {
+  const vbgs::CompGeom g = comp_inputs(m2, conic, wpeak, order, values, H, W, ps_r, ps_c, cutoff,
+                                       additive);
+  const c10::cuda::CUDAGuard guard(m2.device());
+  cudaStream_t stream = c10::cuda::getCurrentCUDAStream().stream();
+  const int64_t B = g.B, F = g.F, n_items = static_cast<int64_t>(g.B) * g.N;
+  const int64_t n_keys = B * static_cast<int64_t>(g.tiles[0]) * g.tiles[1];
+  check_comp(grad_out, "grad_out", {B, F, H, W});
+  check_comp(grad_alpha, "grad_alpha", {B, H, W});
+  TORCH_CHECK(saved.size() == 4, "volbench_gpu_ext: saved must be the 4 tensors of composite_fwd");
+  const auto &t_save = saved[0], &n_live = saved[1], &ids = saved[2], &ranges = saved[3];
+  check_comp(t_save, "saved t_save", {B, H, W});
+  check_comp(n_live, "saved n_live", {B, H, W}, torch::kInt32);
+  TORCH_CHECK(ids.is_cuda() && ids.scalar_type() == torch::kInt32 && ids.is_contiguous() &&
+                  ranges.is_cuda() && ranges.scalar_type() == torch::kInt64 &&
+                  ranges.is_contiguous() && ranges.numel() >= 2 * n_keys,
+              "volbench_gpu_ext: saved tile lists do not match the slices");
+  auto g_m2 = torch::zeros_like(m2);
+  auto g_conic = torch::zeros_like(conic);
+  auto g_wpeak = torch::zeros_like(wpeak);
+  auto g_values = torch::zeros_like(values);
+  if (n_items > 0 && n_keys > 0) {
+    vbgs::composite_backward(m2.data_ptr<float>(), conic.data_ptr<float>(),
+                             wpeak.data_ptr<float>(), order.data_ptr<int64_t>(),
+                             values.data_ptr<float>(), ids.data_ptr<int32_t>(),
+                             ranges.data_ptr<int64_t>(), g, t_save.data_ptr<float>(),
+                             n_live.data_ptr<int32_t>(), grad_out.data_ptr<float>(),
+                             grad_alpha.data_ptr<float>(), g_m2.data_ptr<float>(),
+                             g_conic.data_ptr<float>(), g_wpeak.data_ptr<float>(),
+                             g_values.data_ptr<float>(), stream);
+  }
+  return {g_m2, g_conic, g_wpeak, g_values};
+}
+
 }  // namespace
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
-  m.doc() = "volbench CUDA kernels for Gaussian volumes (voxelizer, slice rasterizer)";
+  m.doc() = "volbench CUDA kernels for Gaussian volumes (voxelizer, slice rasterizer, compositing slice rasterizer)";
   m.def("voxelize_forward", &voxelize_forward,
         "(means, A(N,9), amps, half_ext, origin, spacing, shape, cutoff) -> (out, ids, ranges)");
   m.def("voxelize_backward", &voxelize_backward,
@@ -210,6 +329,12 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
         "(mean2d, conic, weight, radii, B, N, H, W, pixel_size, cutoff) -> (out, ids, ranges)");
   m.def("raster_backward", &raster_backward,
         "(grad_out, mean2d, conic, weight, ids, ranges, B, N, H, W, pixel_size, cutoff) -> grads");
+  m.def("composite_fwd", &composite_fwd,
+        "(m2 (B,N,2), conic (B,N,3), wpeak (B,N), order (B,N) int64, values (N,F), H, W, ps_r, "
+        "ps_c, cutoff, additive) -> [out (B,F,H,W), alpha (B,H,W), *saved]");
+  m.def("composite_bwd", &composite_bwd,
+        "(m2, conic, wpeak, order, values, H, W, ps_r, ps_c, cutoff, additive, saved, grad_out, "
+        "grad_alpha) -> [g_m2, g_conic, g_wpeak, g_values]");
   m.attr("VOXEL_TILE") = vbgs::kVoxTile;
   m.attr("PIXEL_TILE") = vbgs::kPixTile;
 }

@@ -132,6 +132,74 @@ void raster_backward(const float* grad_out, const float* mean2d, const float* co
                      const PixGeom& g, float* g_mean2d, float* g_conic, float* g_weight,
                      cudaStream_t stream);
 
+// ------------------------------------------------------------------ compositing slice rasterizer
+// Splat stage of workflow/volbench/gaussian_ops/composite.py (seed 004 eqs. 1-2): per slice b,
+// the pairs (b, order[b, k]) in compositing order (k = rank, front first; -1 = padding).  Item
+// i = b * N + k; its tile box comes from the cutoff ellipse of (m2, conic) of the pair (b,
+// order[i]); build_tile_lists's stable sort keeps ascending k inside every (slice, tile) key, so
+// every tile list is in compositing order.
+struct CompGeom {
+  int B, N;      // slices, Gaussians (items = pairs (b, k) = B * N)
+  int H, W;      // image size
+  int F;         // channels of values (N, F)
+  int tiles[2];  // ceil(H / 16), ceil(W / 16)
+  float ps[2];   // pixel size (rows, columns)
+  float c2;      // cutoff^2
+  int additive;  // 1: out = sum w v, alpha = sum w (no transmittance)
+};
+
+constexpr int kCompMaxChunk = 8;  // channels per block (grid.y = ceil(F / chunk))
+
+// channels per block for F channels: 1, 4 or 8 (the kernels' template instantiations)
+inline int comp_chunk(int F) { return F <= 1 ? 1 : (F <= 4 ? 4 : kCompMaxChunk); }
+inline int comp_chunks(int F) {
+  const int c = comp_chunk(F);
+  return F <= 0 ? 1 : (F + c - 1) / c;
+}
+
+// The checked geometry of a compositing call (bindings.cpp; the CPU harness's driver)
+inline CompGeom make_comp_geom(int64_t B, int64_t N, int64_t H, int64_t W, int64_t F, double ps_r,
+                               double ps_c, double cutoff, bool additive) {
+  const double ps[2] = {ps_r, ps_c};
+  if (!(cutoff > 0)) throw std::runtime_error("volbench_gpu_ext: cutoff must be > 0");
+  if (F < 0 || F > 65535LL * kCompMaxChunk)
+    throw std::runtime_error("volbench_gpu_ext: bad number of value channels");
+  const PixGeom p = make_pix_geom(B, N, H, W, ps, cutoff);
+  CompGeom g;
+  g.B = p.B;
+  g.N = p.N;
+  g.H = p.H;
+  g.W = p.W;
+  g.F = static_cast<int>(F);
+  g.tiles[0] = p.tiles[0];
+  g.tiles[1] = p.tiles[1];
+  g.ps[0] = p.ps[0];
+  g.ps[1] = p.ps[1];
+  g.c2 = p.c2;
+  g.additive = additive ? 1 : 0;
+  return g;
+}
+
+// boxes (B*N x 6 ints) and key bases (b * tiles) of the items (b, k); -1 / culled -> empty
+void composite_tile_boxes(const float* m2, const float* conic, const int64_t* order,
+                          const CompGeom& g, int* boxes, int64_t* key_base, cudaStream_t stream);
+
+// out (B,F,H,W), alpha (B,H,W); saved per pixel: t_save (the transmittance where the backward
+// starts) and n_live (how many entries of the pixel's tile list the backward walks)
+void composite_forward(const float* m2, const float* conic, const float* wpeak,
+                       const int64_t* order, const float* values, const int32_t* ids,
+                       const int64_t* ranges, const CompGeom& g, float* out, float* alpha,
+                       float* t_save, int32_t* n_live, cudaStream_t stream);
+
+// gradients accumulated (atomicAdd) into zero-initialised g_m2 (B,N,2), g_conic (B,N,3),
+// g_wpeak (B,N), g_values (N,F)
+void composite_backward(const float* m2, const float* conic, const float* wpeak,
+                        const int64_t* order, const float* values, const int32_t* ids,
+                        const int64_t* ranges, const CompGeom& g, const float* t_save,
+                        const int32_t* n_live, const float* grad_out, const float* grad_alpha,
+                        float* g_m2, float* g_conic, float* g_wpeak, float* g_values,
+                        cudaStream_t stream);
+
 #if defined(__CUDACC__) || defined(VBGS_EMULATION)
 // warp sum (all 32 lanes must call)
 __device__ __forceinline__ float warp_sum(float v) {

@@ -23,6 +23,7 @@ using std::floor;
 using std::fmax;
 using std::fmin;
 using std::isfinite;
+using std::sqrt;
 #endif
 
 // exp(-m / 2): the hardware __expf in device code (--use_fast_math), exp on the host
@@ -105,6 +106,98 @@ VB_HD void pix_grad_terms(bool hit, T go, T e, T w, T c0, T c1, T c2, T da, T db
     vals[3] = gm * T(2) * da * db;               // dL/dc01 (appears twice in m)
     vals[4] = gm * db * db;                      // dL/dc11
     vals[5] = gw;
+  }
+}
+
+
+// ------------------------------------------------------------------ compositing splat stage
+// (composite_fwd.cu / composite_bwd.cu; the contract is the one of the PyTorch twin
+// workflow/volbench/gaussian_ops/composite.py): per pixel and (slice, Gaussian) pair,
+// q = A d0^2 + 2 B d0 d1 + C d1^2, a term only where q is finite and <= c2,
+// w = min(wpeak exp(-max(q, 0)/2), kWMax) (no gradient to q where q < 0, as the twin's
+// clamp_min(0)), front to back T_{k+1} = T_k (1 - w_k).
+
+constexpr double kWMax = 0.99;  // the 3DGS clamp: 1 - w >= 0.01, so the backward can divide
+// Transmittance below which a pixel's backward stops (terms behind it change no output and no
+// gradient by more than ~100 kTMin relative); a normal float, far above float's underflow.
+constexpr double kTMin = 1e-30;
+
+// Tile box of a pair: half extents (world units) of the cutoff ellipse q <= c2 of the conic
+// (A, B, C), h0 = sqrt(c2 C / det), h1 = sqrt(c2 A / det), det = A C - B^2, widened by 1e-4
+// relative for rounding.  Returns 1 (positive definite, finite extents), 2 (finite but not
+// positive definite or extents beyond float: the set q <= c2 may be unbounded, every pixel of
+// the slice must be tested), 0 (a non-finite conic: q is nowhere finite, no pixel).
+template <typename T>
+VB_HD int comp_extent(T A, T B, T C, T c2, T* h0, T* h1) {
+  *h0 = *h1 = T(0);
+  if (!(isfinite(A) && isfinite(B) && isfinite(C))) return 0;
+  const T det = A * C - B * B;
+  if (!(A > T(0) && C > T(0) && det > T(0))) return 2;
+  *h0 = sqrt(c2 * C / det) * T(1.0001);
+  *h1 = sqrt(c2 * A / det) * T(1.0001);
+  return (isfinite(*h0) && isfinite(*h1)) ? 1 : 2;
+}
+
+// q(d) of the compositing stage.  In device code with a fixed rounding sequence (__fmaf_rn,
+// __fmul_rn: nvcc may not contract or reorder them), so that the forward and the backward
+// kernel take the same cutoff decisions and the backward's T_k = T_{k+1} / (1 - w_k) undoes
+// exactly the forward's factors.
+template <typename T>
+VB_HD T comp_maha(T A, T B, T C, T d0, T d1) {
+  return A * d0 * d0 + T(2) * B * d0 * d1 + C * d1 * d1;
+}
+template <>
+VB_HD float comp_maha<float>(float A, float B, float C, float d0, float d1) {
+#ifdef __CUDA_ARCH__
+  return __fmaf_rn(__fmul_rn(A, d0), d0,
+                   __fmaf_rn(__fmul_rn(__fmul_rn(2.f, B), d0), d1, __fmul_rn(__fmul_rn(C, d1), d1)));
+#else
+  return A * d0 * d0 + 2.f * B * d0 * d1 + C * d1 * d1;
+#endif
+}
+
+// w = min(wpeak e, kWMax) with e = gauss(max(q, 0)); *om = 1 - w; *clamped: the min took kWMax (no
+// gradient to wpeak and q).  Fixed rounding in device code, as comp_maha.
+template <typename T>
+VB_HD T comp_weight(T wpeak, T e, T* om, bool* clamped) {
+  const T w = wpeak * e;
+  *clamped = w > T(kWMax);
+  const T wc = *clamped ? T(kWMax) : w;
+  *om = T(1) - wc;
+  return wc;
+}
+template <>
+VB_HD float comp_weight<float>(float wpeak, float e, float* om, bool* clamped) {
+#ifdef __CUDA_ARCH__
+  const float w = __fmul_rn(wpeak, e);
+#else
+  const float w = wpeak * e;
+#endif
+  *clamped = w > static_cast<float>(kWMax);
+  const float wc = *clamped ? static_cast<float>(kWMax) : w;
+#ifdef __CUDA_ARCH__
+  *om = __fsub_rn(1.f, wc);
+#else
+  *om = 1.f - wc;
+#endif
+  return wc;
+}
+
+// Gradient terms of one (pixel, pair) term given gw = dL/dw: vals = dL/dm2 (2), dL/dconic (3:
+// A, B, C), dL/dwpeak (1); q the unclamped distance.  Exact zeros without a hit and on the
+// clamped branch of the min; no gradient to q through max(q, 0) where q < 0.
+template <typename T>
+VB_HD void comp_grad_terms(bool hit, bool clamped, T gw, T e, T wpeak, T A, T B, T C, T d0, T d1,
+                           T q, T* vals) {
+  vals[0] = vals[1] = vals[2] = vals[3] = vals[4] = vals[5] = T(0);
+  if (hit && !clamped) {
+    const T gq = q >= T(0) ? T(-0.5) * gw * e * wpeak : T(0);  // dL/dq (w = wpeak e)
+    vals[0] = -gq * T(2) * (A * d0 + B * d1);  // d = pixel - m2
+    vals[1] = -gq * T(2) * (B * d0 + C * d1);
+    vals[2] = gq * d0 * d0;
+    vals[3] = gq * T(2) * d0 * d1;  // B appears twice in q
+    vals[4] = gq * d1 * d1;
+    vals[5] = gw * e;
   }
 }
 

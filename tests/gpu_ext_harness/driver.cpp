@@ -1,7 +1,7 @@
 // Driver of the CPU execution harness: runs the gpu_ext kernels (compiled from gpu_ext/csrc as
 // C++ with the shim) the way bindings.cpp does, on raw files, without torch.
 //
-//   vbemu vox_fwd DIR | vox_bwd DIR | ras_fwd DIR | ras_bwd DIR
+//   vbemu vox_fwd DIR | vox_bwd DIR | ras_fwd DIR | ras_bwd DIR | comp_fwd DIR | comp_bwd DIR
 //       inputs DIR/<name>.bin (raw little-endian arrays) and DIR/params.txt ("key v1 v2 ..."
 //       lines); outputs DIR/<name>.bin.  Same checks, allocation and call order as bindings.cpp;
 //       buffers torch would leave uninitialised (torch::empty) are filled with 0xff bytes
@@ -274,6 +274,101 @@ int ras_bwd(const std::string& d) {
   write_arr(d, "g_mean2d", gm, 2 * items);
   write_arr(d, "g_conic", gc, 3 * items);
   write_arr(d, "g_weight", gw, items);
+  return 0;
+}
+
+// ---------------------------------------------------------------------------- compositing
+
+vbgs::CompGeom comp_geom(const Params& P) {
+  auto i64 = [&](const char* k) { return static_cast<int64_t>(P.get(k, 1)[0]); };
+  const auto& ps = P.get("pixel_size", 2);
+  return vbgs::make_comp_geom(i64("B"), i64("N"), i64("H"), i64("W"), i64("F"), ps[0], ps[1],
+                              P.get("cutoff", 1)[0], P.get("additive", 1)[0] != 0);
+}
+
+struct CompIn {
+  Arr<float> m2, conic, wpeak, values;
+  Arr<int64_t> order;
+};
+
+// the inputs and checks of bindings.cpp's comp_inputs (shapes, index range of order)
+CompIn comp_inputs(const std::string& d, const vbgs::CompGeom& g) {
+  CompIn in{read_arr<float>(d, "m2"), read_arr<float>(d, "conic"), read_arr<float>(d, "wpeak"),
+            read_arr<float>(d, "values"), read_arr<int64_t>(d, "order")};
+  const size_t items = static_cast<size_t>(g.B) * g.N;
+  require(in.m2.n == 2 * items && in.conic.n == 3 * items && in.wpeak.n == items &&
+              in.order.n == items && in.values.n == static_cast<size_t>(g.N) * g.F,
+          "inputs do not have the shapes (B,N,2) (B,N,3) (B,N) (B,N) (N,F)");
+  for (size_t i = 0; i < items; ++i)
+    require(in.order.p[i] >= -1 && in.order.p[i] < g.N, "order holds an index outside [-1, N)");
+  return in;
+}
+
+int comp_fwd(const std::string& d) {
+  const Params P = read_params(d);
+  const vbgs::CompGeom g = comp_geom(P);
+  const CompIn in = comp_inputs(d, g);
+  const int64_t items = static_cast<int64_t>(g.B) * g.N;
+  const int64_t n_keys = static_cast<int64_t>(g.B) * g.tiles[0] * g.tiles[1];
+  const int64_t npx = static_cast<int64_t>(g.B) * g.H * g.W;
+  const bool runs = items > 0 && n_keys > 0;
+  const int un = runs ? 0xff : 0;  // torch::empty when the kernels run, else zeros (ones)
+  auto* out = static_cast<float*>(dev_alloc(sizeof(float) * npx * g.F, un));
+  auto* alpha = static_cast<float*>(dev_alloc(sizeof(float) * npx, un));
+  auto* t_save = static_cast<float*>(dev_alloc(sizeof(float) * npx, un));
+  if (!runs)
+    for (int64_t i = 0; i < npx; ++i) t_save[i] = 1.f;
+  auto* n_live = static_cast<int32_t*>(dev_alloc(sizeof(int32_t) * npx, un));
+  auto* boxes = static_cast<int*>(dev_alloc(sizeof(int) * 6 * (items > 0 ? items : 1), 0xff));
+  auto* key_base = static_cast<int64_t*>(dev_alloc(sizeof(int64_t) * (items > 0 ? items : 1), 0xff));
+  vbgs::composite_tile_boxes(in.m2.p, in.conic.p, in.order.p, g, boxes, key_base, nullptr);
+  TileBuffers tb;
+  int32_t* ids = nullptr;
+  int64_t* ranges = nullptr;
+  vbgs::build_tile_lists(boxes, key_base, static_cast<int>(items), 1, g.tiles[0], g.tiles[1],
+                         n_keys, tb.fn(), nullptr, &ids, &ranges);
+  if (runs)
+    vbgs::composite_forward(in.m2.p, in.conic.p, in.wpeak.p, in.order.p, in.values.p, ids, ranges,
+                            g, out, alpha, t_save, n_live, nullptr);
+  write_arr(d, "out", out, npx * g.F);
+  write_arr(d, "alpha", alpha, npx);
+  write_arr(d, "t_save", t_save, npx);
+  write_arr(d, "n_live", n_live, npx);
+  write_arr(d, "ids", ids, tb.ids_bytes / 4);
+  write_arr(d, "ranges", ranges, tb.ranges_bytes / 8);
+  write_arr(d, "boxes", boxes, 6 * items);
+  write_arr(d, "key_base", key_base, items);
+  return 0;
+}
+
+int comp_bwd(const std::string& d) {
+  const Params P = read_params(d);
+  const vbgs::CompGeom g = comp_geom(P);
+  const CompIn in = comp_inputs(d, g);
+  const auto go = read_arr<float>(d, "grad_out"), ga = read_arr<float>(d, "grad_alpha"),
+             t_save = read_arr<float>(d, "t_save");
+  const auto n_live = read_arr<int32_t>(d, "n_live"), ids = read_arr<int32_t>(d, "ids");
+  const auto ranges = read_arr<int64_t>(d, "ranges");
+  const int64_t items = static_cast<int64_t>(g.B) * g.N;
+  const int64_t n_keys = static_cast<int64_t>(g.B) * g.tiles[0] * g.tiles[1];
+  const int64_t npx = static_cast<int64_t>(g.B) * g.H * g.W;
+  require(static_cast<int64_t>(go.n) == npx * g.F && static_cast<int64_t>(ga.n) == npx,
+          "grad_out must be (B,F,H,W) and grad_alpha (B,H,W)");
+  require(static_cast<int64_t>(t_save.n) == npx && static_cast<int64_t>(n_live.n) == npx &&
+              static_cast<int64_t>(ranges.n) >= 2 * n_keys,
+          "saved tile lists do not match the slices");
+  auto* gm = static_cast<float*>(dev_alloc(sizeof(float) * 2 * items, 0));
+  auto* gc = static_cast<float*>(dev_alloc(sizeof(float) * 3 * items, 0));
+  auto* gw = static_cast<float*>(dev_alloc(sizeof(float) * items, 0));
+  auto* gv = static_cast<float*>(dev_alloc(sizeof(float) * g.N * g.F, 0));
+  if (items > 0 && n_keys > 0)
+    vbgs::composite_backward(in.m2.p, in.conic.p, in.wpeak.p, in.order.p, in.values.p, ids.p,
+                             ranges.p, g, t_save.p, n_live.p, go.p, ga.p, gm, gc, gw, gv,
+                             nullptr);
+  write_arr(d, "g_m2", gm, 2 * items);
+  write_arr(d, "g_conic", gc, 3 * items);
+  write_arr(d, "g_wpeak", gw, items);
+  write_arr(d, "g_values", gv, static_cast<size_t>(g.N) * g.F);
   return 0;
 }
 
@@ -610,7 +705,7 @@ int pairlimit() {
 
 int main(int argc, char** argv) {
   if (argc < 2) {
-    std::fprintf(stderr, "usage: vbemu vox_fwd|vox_bwd|ras_fwd|ras_bwd DIR | bigindex | "
+    std::fprintf(stderr, "usage: vbemu vox_fwd|vox_bwd|ras_fwd|ras_bwd|comp_fwd|comp_bwd DIR | bigindex | "
                          "pairlimit | selftest NAME\n");
     return 2;
   }
@@ -621,6 +716,8 @@ int main(int argc, char** argv) {
     else if (cmd == "vox_bwd") rc = vox_bwd(arg);
     else if (cmd == "ras_fwd") rc = ras_fwd(arg);
     else if (cmd == "ras_bwd") rc = ras_bwd(arg);
+    else if (cmd == "comp_fwd") rc = comp_fwd(arg);
+    else if (cmd == "comp_bwd") rc = comp_bwd(arg);
     else if (cmd == "bigindex") rc = bigindex();
     else if (cmd == "pairlimit") rc = pairlimit();
     else if (cmd == "selftest") rc = run_selftest(arg);

@@ -1,4 +1,4 @@
-"""The four entry points of ``volbench_gpu_ext`` (gpu_ext/csrc/bindings.cpp) on CPU tensors, run
+"""The six entry points of ``volbench_gpu_ext`` (gpu_ext/csrc/bindings.cpp) on CPU tensors, run
 by the harness executable (``vbemu``, see build.py): same arguments, same outputs, so tests can
 call the kernels directly or hand this object to ops.py's autograd Functions in place of the
 extension (monkeypatching ``backend.load``).  Inputs go to the executable as raw files in a
@@ -112,6 +112,49 @@ class EmulatedExt:
         n = int(B) * int(N)
         return [r["g_mean2d"].reshape(n, 2), r["g_conic"].reshape(n, 3), r["g_weight"]]
 
+
+    # ------------------------------------------------------------------ compositing rasterizer
+    @staticmethod
+    def _comp_arrays(m2, conic, wpeak, order, values):
+        if order.dtype != torch.int64:
+            raise TypeError("volbench_gpu_ext: order must be int64")
+        return {"m2": _f32(m2, "m2"), "conic": _f32(conic, "conic"), "wpeak": _f32(wpeak, "wpeak"),
+                "order": order.detach().cpu().contiguous().numpy(),
+                "values": _f32(values, "values")}
+
+    @staticmethod
+    def _comp_params(m2, values, H, W, ps_r, ps_c, cutoff, additive):
+        return {"B": m2.shape[0], "N": m2.shape[1], "H": H, "W": W, "F": values.shape[1],
+                "pixel_size": [ps_r, ps_c], "cutoff": cutoff, "additive": int(bool(additive))}
+
+    def composite_fwd(self, m2, conic, wpeak, order, values, H, W, ps_r, ps_c, cutoff, additive):
+        B, N, F = m2.shape[0], m2.shape[1], values.shape[1]
+        r = self._call("comp_fwd", self._comp_arrays(m2, conic, wpeak, order, values),
+                       self._comp_params(m2, values, H, W, ps_r, ps_c, cutoff, additive),
+                       {"out": np.float32, "alpha": np.float32, "t_save": np.float32,
+                        "n_live": np.int32, "ids": np.int32, "ranges": np.int64,
+                        "boxes": np.int32, "key_base": np.int64})
+        self.last = {"boxes": r["boxes"].reshape(-1, 6), "key_base": r["key_base"]}
+        H, W = int(H), int(W)
+        return [r["out"].reshape(B, F, H, W), r["alpha"].reshape(B, H, W),
+                r["t_save"].reshape(B, H, W), r["n_live"].reshape(B, H, W), r["ids"], r["ranges"]]
+
+    def composite_bwd(self, m2, conic, wpeak, order, values, H, W, ps_r, ps_c, cutoff, additive,
+                      saved, grad_out, grad_alpha):
+        B, N, F = m2.shape[0], m2.shape[1], values.shape[1]
+        t_save, n_live, ids, ranges = saved
+        arrays = self._comp_arrays(m2, conic, wpeak, order, values)
+        arrays.update({"grad_out": _f32(grad_out, "grad_out"),
+                       "grad_alpha": _f32(grad_alpha, "grad_alpha"),
+                       "t_save": _f32(t_save, "t_save"),
+                       "n_live": n_live.to(torch.int32).numpy(),
+                       "ids": ids.to(torch.int32).numpy(), "ranges": ranges.to(torch.int64).numpy()})
+        r = self._call("comp_bwd", arrays,
+                       self._comp_params(m2, values, H, W, ps_r, ps_c, cutoff, additive),
+                       {"g_m2": np.float32, "g_conic": np.float32, "g_wpeak": np.float32,
+                        "g_values": np.float32})
+        return [r["g_m2"].reshape(B, N, 2), r["g_conic"].reshape(B, N, 3),
+                r["g_wpeak"].reshape(B, N), r["g_values"].reshape(N, F)]
 
 def tile_lists(tlo: torch.Tensor, thi: torch.Tensor, key_base: torch.Tensor, grid, n_keys: int):
     """Reference (ids, ranges) of build_tile_lists: items' inclusive tile boxes (P,3) in a

@@ -1,7 +1,7 @@
 """Mutation check of the CPU-emulated kernel tests: known-bad edits of gpu_ext/csrc must make
 tests/test_gpu_ext_emulated.py fail.
 
-    bash scripts/in-env python tests/gpu_ext_harness/mutate.py            # all mutants, ~1-2 min
+    bash scripts/in-env python tests/gpu_ext_harness/mutate.py            # all mutants, ~2 min
     bash scripts/in-env python tests/gpu_ext_harness/mutate.py --list
     bash scripts/in-env python tests/gpu_ext_harness/mutate.py --only lane1_atomics tile_key_xy
 
@@ -92,6 +92,19 @@ MUTANTS = {
     "conic_grad_factor": (
         "raster backward: factor 2 of the off-diagonal conic gradient dropped",
         [("gaussian_math.h", "vals[3] = gm * T(2) * da * db;", "vals[3] = gm * da * db;")]),
+    # the compositing kernels
+    "comp_no_stop": (
+        "composite forward: no stop where T < kTMin (the backward starts from an underflowed T)",
+        [("composite_fwd.cu", "if (!stopped && T < static_cast<float>(gm::kTMin)) {",
+          "if (false) {")]),
+    "comp_background_late": (
+        "composite backward: the background S updated before dL/dw_k uses it",
+        [("composite_bwd.cu",
+          "          gw = Tk * (dot - S) + ga * t_final / om;\n          S = w * dot + om * S;\n",
+          "          S = w * dot + om * S;\n          gw = Tk * (dot - S) + ga * t_final / om;\n")]),
+    "comp_grad_through_clamp": (
+        "composite backward: gradient through the clamped branch of min(w, 0.99)",
+        [("gaussian_math.h", "  if (hit && !clamped) {\n    const T gq", "  if (hit) {\n    const T gq")]),
     "short_warp_sum": (
         "warp_sum stops one shuffle early",
         [("common.h", "for (int off = 16; off > 0; off >>= 1)",

@@ -28,13 +28,16 @@ rule sparse_split:
     input:
         vol="results/data/{dataset}/volume.tif",
         meta="results/data/{dataset}/meta.json",
+        labels=lambda w: sparse_plan.labels_input(config, w.dataset),
     output:
         tif="results/sparse/{dataset}/{fraction}/input/train.tif",
         json="results/sparse/{dataset}/{fraction}/input/train.json",
+        labels="results/sparse/{dataset}/{fraction}/input/train_labels.npz",
     params:
         vb=VB,
         seed=SPARSE_SEED,
         out=lambda w, output: os.path.dirname(output.json),
+        labels=lambda w: sparse_plan.labels_arg(config, w.dataset),
     log:
         "logs/sparse/split/{dataset}/{fraction}.log",
     benchmark:
@@ -44,7 +47,7 @@ rule sparse_split:
     shell:
         vb_shell(
             "sparse-split --volume {input.vol} --meta {input.meta} --dataset {wildcards.dataset}"
-            " --fraction {wildcards.fraction} --seed {params.seed} --out-dir {params.out}"
+            " --fraction {wildcards.fraction} --seed {params.seed} --out-dir {params.out} {params.labels}"
         )
 
 
@@ -53,6 +56,7 @@ rule sparse_fit:
     input:
         tif="results/sparse/{dataset}/{fraction}/input/train.tif",
         json="results/sparse/{dataset}/{fraction}/input/train.json",
+        labels="results/sparse/{dataset}/{fraction}/input/train_labels.npz",
     output:
         directory("results/sparse/{dataset}/{fraction}/methods/{method}"),
     params:
@@ -90,6 +94,7 @@ rule sparse_fit:
 rule sparse_score:
     input:
         vol="results/data/{dataset}/volume.tif",
+        labels=lambda w: sparse_plan.labels_input(config, w.dataset),
         splits=lambda w: [sparse_plan.split_file(w.dataset, f) for f in sparse_plan.fraction_labels(config)],
         methods=lambda w: sparse_plan.method_dirs(config, w.dataset),
     output:
@@ -98,6 +103,7 @@ rule sparse_score:
         vb=VB,
         splits=lambda w: sparse_plan.score_splits_arg(config, w.dataset),
         lpips=SPARSE_LPIPS,
+        labels=lambda w: sparse_plan.labels_arg(config, w.dataset),
         # redone when a method folder was deleted or failed after scoring (plan.scores_broken)
         redo=lambda w: sparse_plan.redo(
             SPARSE_STORED, sparse_plan.scores(config, w.dataset)[0], sparse_plan.scores_broken(config, w.dataset)
@@ -109,7 +115,7 @@ rule sparse_score:
     conda:
         CONDA_ENV
     shell:
-        vb_shell("sparse-score --volume {input.vol} --splits {params.splits:q} --lpips {params.lpips:q}")
+        vb_shell("sparse-score --volume {input.vol} --splits {params.splits:q} --lpips {params.lpips:q} {params.labels}")
 
 
 rule sparse_table:
@@ -137,9 +143,37 @@ rule sparse_table:
         vb_shell("sparse-table --out-base results/tables/sparse/sparse_table1 {input.scores}")
 
 
+# seed 004 Tables 2-3: per axis, with semantics, for the methods that render any axis
+rule sparse_table_axes:
+    input:
+        scores=sparse_plan.scores(config),
+        published=SPARSE_PUBLISHED,
+    output:
+        csv="results/tables/sparse/sparse_table23_axes.csv",
+        md="results/tables/sparse/sparse_table23_axes.md",
+        html=report(
+            "results/tables/sparse/sparse_table23_axes.html",
+            caption="../report/sparse_table_axes.rst",
+            category=SPARSE_CATEGORY,
+            labels={"table": "Sparse slices per axis (seed 004 Tables 2-3)",
+                    "shows": "PSNR, SSIM, semantic loss per axis; Dice per class"},
+        ),
+    params:
+        vb=VB,
+    log:
+        "logs/sparse/table_axes.log",
+    benchmark:
+        "logs/benchmarks/sparse/table_axes.tsv"
+    conda:
+        CONDA_ENV
+    shell:
+        vb_shell("sparse-table-axes --out-base results/tables/sparse/sparse_table23_axes {input.scores}")
+
+
 rule sparse_figure:
     input:
         vol="results/data/{dataset}/volume.tif",
+        labels=lambda w: sparse_plan.labels_input(config, w.dataset),
         scores=lambda w: sparse_plan.scores(config, w.dataset),
         methods=lambda w: sparse_plan.method_dirs(config, w.dataset),
     output:
@@ -154,6 +188,7 @@ rule sparse_figure:
     params:
         vb=VB,
         methods=lambda w: sparse_plan.figure_methods_arg(config, w.dataset),
+        labels=lambda w: sparse_plan.labels_arg(config, w.dataset),
     log:
         "logs/sparse/figure/{dataset}.log",
     benchmark:
@@ -162,6 +197,6 @@ rule sparse_figure:
         CONDA_ENV
     shell:
         vb_shell(
-            "sparse-figure --volume {input.vol} --methods {params.methods:q}"
+            "sparse-figure --volume {input.vol} --methods {params.methods:q} {params.labels}"
             " --out-base results/plots/{wildcards.dataset}/sparse_heldout {input.scores}"
         )

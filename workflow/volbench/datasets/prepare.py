@@ -1,7 +1,9 @@
-"""The canonical step: one dataset config entry -> results/data/{dataset}/volume.tif + meta.json.
+"""The canonical step: one dataset config entry -> results/data/{dataset}/volume.tif + meta.json
+(+ labels.tif for a dataset with labels, labels.py).
 
 The canonical volume keeps the original dtype; its axes are (Z, Y, X) with Z the scan (slice)
-axis. Reordering, channel selection, crop and downsampling happen here and nowhere else.
+axis. Reordering, channel selection, crop and downsampling happen here and nowhere else; a
+dataset's labels go through the same steps (downsampled by block mode instead of block mean).
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ import numpy as np
 
 from .. import io
 from ..errors import VolbenchError
-from . import readers, synthetic
+from . import labels as labels_mod, readers, synthetic
 from .fetch import sha256_of
 
 SUPPORTED_DTYPES = ("uint8", "uint16", "int16", "float32")
@@ -42,7 +44,9 @@ def load_source(name: str, entry: dict, source_file: str | None = None) -> tuple
     return arr, axes, prov
 
 
-def canonicalise(name: str, arr: np.ndarray, axes: str | None, entry: dict) -> np.ndarray:
+def canonicalise(name: str, arr: np.ndarray, axes: str | None, entry: dict, labels: bool = False) -> np.ndarray:
+    """The canonical (Z, Y, X) array of a source array; labels=True for a label volume (the same
+    steps, but `downsample` takes each block's most frequent class instead of its mean)."""
     file_axes = axes
     axes = (entry.get("axes") or axes or "").upper()
     if arr.ndim < 3:
@@ -125,6 +129,8 @@ def canonicalise(name: str, arr: np.ndarray, axes: str | None, entry: dict) -> n
             raise VolbenchError(f"dataset {name}: downsample factors must be >= 1, got {ds}")
         if any(v > 1 for v in f):
             shp = [n // v * v for n, v in zip(arr.shape, f)]
+            if labels:
+                return np.ascontiguousarray(labels_mod.block_mode(arr[: shp[0], : shp[1], : shp[2]], f))
             a = arr[: shp[0], : shp[1], : shp[2]].astype(np.float64)
             a = a.reshape(shp[0] // f[0], f[0], shp[1] // f[1], f[1], shp[2] // f[2], f[2]).mean(axis=(1, 3, 5))
             arr = np.rint(a).astype(arr.dtype) if arr.dtype.kind in "ui" else a.astype(arr.dtype)
@@ -142,13 +148,48 @@ def validate(name: str, arr: np.ndarray) -> None:
         raise VolbenchError(f"dataset {name}: {bad} NaN/Inf voxels; clean or mask them in the source file first")
 
 
-def prepare(name: str, entry: dict, out_dir: str | Path, source_file: str | None = None) -> dict[str, Any]:
-    arr, axes, prov = load_source(name, entry, source_file)
+def prepare(name: str, entry: dict, out_dir: str | Path, source_file: str | None = None,
+            labels_file: str | None = None) -> dict[str, Any]:
+    """Write out_dir/volume.tif, meta.json and, for a dataset with labels, labels.tif.
+
+    Everything is read and checked before the first file is written; each file is written
+    atomically (labels, volume, then meta.json), and on any failure none of the three is left
+    (a stale labels.tif of a dataset that no longer has labels is removed too).
+    `labels_file` overrides where the label file is (default: labels.source_file)."""
+    out_dir = Path(out_dir)
+    outputs = [out_dir / labels_mod.LABELS_FILE, out_dir / "volume.tif", out_dir / "meta.json"]
+    try:
+        return _prepare(name, entry, out_dir, source_file, labels_file)
+    except BaseException:
+        for f in outputs:
+            f.unlink(missing_ok=True)
+        raise
+
+
+def _prepare(name, entry, out_dir, source_file, labels_file):
+    lspec = labels_mod.spec(name, entry)
+    lab = None
+    if lspec is not None and lspec["kind"] == "synthetic":
+        gen = dict(entry["synthetic"])
+        if gen.get("generator") == "ultrasound" and int(gen.get("n_layers", 4)) + 3 > labels_mod.MAX_CLASSES:
+            raise VolbenchError(f"dataset {name}: {int(gen['n_layers']) + 3} label classes for n_layers "
+                                f"{gen['n_layers']}, at most {labels_mod.MAX_CLASSES}; lower n_layers or set "
+                                "`labels: false`")
+        arr, gen_labels, classes = synthetic.generate_with_labels(entry["synthetic"], name)
+        axes, prov = "ZYX", {"kind": "synthetic", **entry["synthetic"]}
+    else:
+        arr, axes, prov = load_source(name, entry, source_file)
     arr = canonicalise(name, arr, axes, entry)
     validate(name, arr)
     spacing = [float(s) for s in entry.get("spacing", [1.0, 1.0, 1.0])]
     if len(spacing) != 3 or min(spacing) <= 0:
         raise VolbenchError(f"dataset {name}: spacing must be three positive numbers [dz, dy, dx], got {spacing}")
+    if lspec is not None:
+        if lspec["kind"] == "synthetic":
+            lab = canonicalise(f"{name} (labels)", gen_labels, "ZYX", entry, labels=True)
+            lprov = {"kind": "synthetic", "generator": entry["synthetic"]["generator"]}
+        else:
+            lab, classes, lprov = labels_mod.load(name, entry, lspec, arr.shape, labels_file)
     lo, hi = float(arr.min()), float(arr.max())
     meta = {
         "name": name,
@@ -164,8 +205,15 @@ def prepare(name: str, entry: dict, out_dir: str | Path, source_file: str | None
         "original_bytes": int(arr.nbytes),
         "n_voxels": int(arr.size),
         "source": prov,
+        "labels": None,
     }
-    out_dir = Path(out_dir)
+    labels_out = out_dir / labels_mod.LABELS_FILE
+    if lab is not None:
+        meta["labels"] = labels_mod.meta_entry(lab, classes, lprov)
+        io.write_volume(labels_out, lab)
+        meta["labels"]["sha256"] = sha256_of(labels_out)
+    else:
+        labels_out.unlink(missing_ok=True)  # of an earlier run whose config had labels
     io.write_volume(out_dir / "volume.tif", arr)
     meta["volume_sha256"] = sha256_of(out_dir / "volume.tif")
     io.write_json(out_dir / "meta.json", meta)

@@ -27,7 +27,7 @@ MODULE_NAME = "volbench_gpu_ext"
 # the C++ / CUDA sources, in the repository next to workflow/
 CSRC = Path(__file__).resolve().parents[3] / "gpu_ext" / "csrc"
 SOURCES = ("bindings.cpp", "tiles.cu", "voxelize_fwd.cu", "voxelize_bwd.cu",
-           "raster_fwd.cu", "raster_bwd.cu")
+           "raster_fwd.cu", "raster_bwd.cu", "composite_fwd.cu", "composite_bwd.cu")
 
 _lock = threading.Lock()
 _state: dict = {"tried": False, "module": None, "why": None}
@@ -178,13 +178,14 @@ def reason() -> str | None:
 
 # ----------------------------------------------------------------------------- CPU backend
 # volbench_cpu_ext: gpu_ext/cpu/cpu_backend.cpp (+ csrc/gaussian_math.h, the maths shared with the
-# CUDA kernels), a torch C++ extension built without nvcc (-O3 -fopenmp) by
-# torch.utils.cpp_extension.load into the cache outside the clone ($TORCH_EXTENSIONS_DIR, else
-# ~/.cache/volbench/torch_extensions).  scripts/setup.sh builds it (build_cpu()); a first use
-# that finds no build compiles it (about a minute).
+# CUDA kernels) and gpu_ext/cpu/cpu_composite.cpp (the compositing splat stage of composite.py),
+# a torch C++ extension built without nvcc (-O3 -fopenmp) by torch.utils.cpp_extension.load into
+# the cache outside the clone ($TORCH_EXTENSIONS_DIR, else ~/.cache/volbench/torch_extensions).
+# scripts/setup.sh builds it (build_cpu()); a first use that finds no build compiles it (about a
+# minute).
 
 CPU_MODULE_NAME = "volbench_cpu_ext"
-CPU_SOURCES = (CSRC.parent / "cpu" / "cpu_backend.cpp",)
+CPU_SOURCES = tuple(CSRC.parent / "cpu" / s for s in ("cpu_backend.cpp", "cpu_composite.cpp"))
 # VOLBENCH_GAUSSIAN_BACKEND: "auto" (default: CUDA kernels for CUDA tensors, the CPU backend
 # for CPU tensors, the twin only when neither loads) or "twin" (force the PyTorch twin)
 BACKEND_ENV = "VOLBENCH_GAUSSIAN_BACKEND"

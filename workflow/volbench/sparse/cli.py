@@ -17,7 +17,7 @@ def _json(s: str):
 def cmd_split(a):
     from .split import write_split
 
-    rec = write_split(a.volume, a.meta, a.dataset, a.fraction, a.seed, a.out_dir)
+    rec = write_split(a.volume, a.meta, a.dataset, a.fraction, a.seed, a.out_dir, labels_path=a.labels or None)
     print(json.dumps({k: rec[k] for k in ("dataset", "fraction", "n_train", "n_test")}))
 
 
@@ -51,7 +51,8 @@ def cmd_score(a):
     if not isinstance(splits, list) or not splits:
         raise VolbenchError("--splits: give a JSON list of {train_dir, methods: {name: folder}, out}")
     for job in splits:  # one process for every split of the dataset: torch and LPIPS load once
-        io.write_json(job["out"], score_split(a.volume, job["train_dir"], job["methods"], lpips_cfg=_json(a.lpips)))
+        io.write_json(job["out"], score_split(a.volume, job["train_dir"], job["methods"], lpips_cfg=_json(a.lpips),
+                                             labels_path=a.labels or None))
 
 
 def cmd_table(a):
@@ -60,10 +61,16 @@ def cmd_table(a):
     write_table(a.scores, a.out_base)
 
 
+def cmd_table_axes(a):
+    from .table_axes import write_table
+
+    write_table(a.scores, a.out_base)
+
+
 def cmd_figure(a):
     from .figure import draw
 
-    draw(a.volume, a.scores, _json(a.methods), a.out_base)
+    draw(a.volume, a.scores, _json(a.methods), a.out_base, labels_path=a.labels or None)
 
 
 def register(sub) -> None:
@@ -74,6 +81,7 @@ def register(sub) -> None:
     s.add_argument("--fraction", type=float, required=True)
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--out-dir", required=True)
+    s.add_argument("--labels", default="", help="the dataset's label volume (labels.tif), if it has one")
     s.set_defaults(func=cmd_split)
 
     s = sub.add_parser("sparse-fit", help="sparse slices: one method on one training split (in a child process)")
@@ -96,6 +104,7 @@ def register(sub) -> None:
     s.add_argument("--splits", required=True,
                    help="JSON list, one item per split: {train_dir, methods: {name: folder}, out}")
     s.add_argument("--lpips", default="{}")
+    s.add_argument("--labels", default="", help="the dataset's label volume (labels.tif), if it has one")
     s.set_defaults(func=cmd_score)
 
     s = sub.add_parser("sparse-table", help="sparse slices: the table (seed 004 Table 1 layout)")
@@ -103,9 +112,16 @@ def register(sub) -> None:
     s.add_argument("scores", nargs="+")
     s.set_defaults(func=cmd_table)
 
+    s = sub.add_parser("sparse-table-axes",
+                       help="sparse slices: per-axis PSNR/SSIM/semantic loss and Dice (seed 004 Tables 2-3 layout)")
+    s.add_argument("--out-base", required=True)
+    s.add_argument("scores", nargs="+")
+    s.set_defaults(func=cmd_table_axes)
+
     s = sub.add_parser("sparse-figure", help="sparse slices: held-out slices beside each method")
     s.add_argument("--volume", required=True)
     s.add_argument("--methods", required=True, help="JSON {fraction label: {method: folder}}")
     s.add_argument("--out-base", required=True)
+    s.add_argument("--labels", default="", help="the dataset's label volume: segmentation outlines")
     s.add_argument("scores", nargs="+")
     s.set_defaults(func=cmd_figure)

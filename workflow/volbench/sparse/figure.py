@@ -4,6 +4,11 @@ prediction of it, with the slice's PSNR.
 The slice shown in a row is the held-out slice farthest (in z) from every training slice of that
 split, the hardest one (ties: the one nearest the middle of the stack); every method's panel of
 the row is that same slice. Grey levels: the original volume's min..max for every panel.
+
+Where the dataset has a label volume, the segmentation is outlined in colour (one colour per
+class, background not drawn): the true labels on the ground-truth panel, and on the panels of the
+methods that render semantic maps (seed 004 eq. 2) their predicted classes (argmax); the panel
+title then adds the mean Dice over the foreground classes on the held-out slices.
 """
 
 from __future__ import annotations
@@ -23,7 +28,18 @@ def hardest_slice(train_z, test_z, depth: int) -> int:
     return int(best)
 
 
-def draw(volume_path, score_files, method_dirs: dict[str, dict[str, str]], out_base) -> list[Path]:
+def outline(ax, lab: np.ndarray, n_classes: int) -> None:
+    """Contours of every non-background class of a label slice, one colour per class (tab10)."""
+    import matplotlib.pyplot as plt
+
+    cmap = plt.get_cmap("tab10")
+    for k in range(1, n_classes):
+        m = (lab == k).astype(float)
+        if m.any() and not m.all():
+            ax.contour(m, levels=[0.5], colors=[cmap((k - 1) % 10)], linewidths=0.6)
+
+
+def draw(volume_path, score_files, method_dirs: dict[str, dict[str, str]], out_base, labels_path=None) -> list[Path]:
     """score_files: the dataset's scores.json per fraction; method_dirs: {fraction label: {method:
     folder}}. Writes out_base.png and .pdf."""
     import matplotlib
@@ -33,6 +49,7 @@ def draw(volume_path, score_files, method_dirs: dict[str, dict[str, str]], out_b
 
     vol = metrics.open_volume(volume_path)
     vmin, vmax = float(np.min(vol)), float(np.max(vol))
+    labvol = io.read_volume(labels_path) if labels_path else None
     scores = [io.read_json(f) for f in score_files]
     labels = list(method_dirs)
     names = list(dict.fromkeys(m for s in scores for m in s.get("method_order") or s["methods"]))
@@ -42,16 +59,24 @@ def draw(volume_path, score_files, method_dirs: dict[str, dict[str, str]], out_b
         z = hardest_slice(s["train_z"], s["test_z"], s["depth"])
         k = s["test_z"].index(z)
         gap = int(np.min(np.abs(np.asarray(s["train_z"]) - z)))
-        panels = [("ground truth", np.asarray(vol[z]), None)]
+        K = len(s.get("classes") or [])
+        panels = [("ground truth", np.asarray(vol[z]), None, labvol[z] if labvol is not None and K else None)]
         for m in names:
             rec = s["methods"].get(m, {})
             title = rec.get("display_name") or m
             if rec.get("status") == "ok":
                 pred = run.read_prediction(method_dirs[lab][m])[k]
-                panels.append((title, pred, rec["psnr"][k]))
+                seg = None
+                renders = run.read_renders(method_dirs[lab][m]) if K else None
+                if renders and renders.get("axial", {}).get("semantics") is not None:
+                    seg = np.argmax(renders["axial"]["semantics"][k], axis=0)
+                    fg = [d for d in (rec.get("dice") or [])[1:] if d is not None and np.isfinite(d)]
+                    if fg:
+                        title = f"{title}\nDice {np.mean(fg):.3f}"
+                panels.append((title, pred, rec["psnr"][k], seg))
             else:
-                panels.append((title, None, None))
-        for col, (title, img, psnr) in enumerate(panels):
+                panels.append((title, None, None, None))
+        for col, (title, img, psnr, seg) in enumerate(panels):
             ax = axes[row][col]
             ax.set_xticks([])
             ax.set_yticks([])
@@ -59,9 +84,13 @@ def draw(volume_path, score_files, method_dirs: dict[str, dict[str, str]], out_b
                 ax.text(0.5, 0.5, "failed", ha="center", va="center", transform=ax.transAxes)
             else:
                 ax.imshow(img, cmap="gray", vmin=vmin, vmax=vmax, interpolation="nearest")
+                if seg is not None:
+                    outline(ax, seg, K)
             ax.set_title(title if psnr is None else f"{title}\n{psnr:.2f} dB", fontsize=7)
         axes[row][0].set_ylabel(f"{100 * s['fraction']:g} %: z = {z}\n({gap} from training)", fontsize=7)
-    fig.suptitle(f"{scores[0]['dataset']}: held-out slices (the one farthest from training per fraction)", fontsize=9)
+    note = " (coloured: segmentation outlines)" if labvol is not None else ""
+    fig.suptitle(f"{scores[0]['dataset']}: held-out slices (the one farthest from training per fraction){note}",
+                 fontsize=9)
     fig.tight_layout()
     out = []
     for ext in ("png", "pdf"):

@@ -32,6 +32,8 @@ REGISTRY: dict[str, str] = {
     "siren": "siren_fit:SirenSparse",
     "gs3d_slice": "gaussian_fit:GS3DSliceSparse",
     "gaussianpile": "gaussian_fit:GaussianPileSparse",
+    "innergs": "composite_fit:InnerGSSparse",
+    "triplane": "composite_fit:TriPlaneSparse",
 }
 
 

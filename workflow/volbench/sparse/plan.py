@@ -32,6 +32,7 @@ METHOD_DIR = "results/sparse/{dataset}/{fraction}/methods/{method}"
 SCORES = "results/sparse/{dataset}/{fraction}/scores.json"
 TABLE = "results/tables/sparse/sparse_table1"
 TABLE_EXTS = ("csv", "md", "html")
+TABLE_AXES = "results/tables/sparse/sparse_table23_axes"
 FIGURE = "results/plots/{dataset}/sparse_heldout"
 
 
@@ -137,7 +138,7 @@ def targets(config: dict) -> list[str]:
     """The final outputs of the task: the table and one figure per dataset."""
     if not enabled(config):
         return []
-    t = [f"{TABLE}.{ext}" for ext in TABLE_EXTS]
+    t = [f"{TABLE}.{ext}" for ext in TABLE_EXTS] + [f"{TABLE_AXES}.{ext}" for ext in TABLE_EXTS]
     for d in datasets(config):
         t += [f"{FIGURE.format(dataset=d)}.{ext}" for ext in ("png", "pdf")]
     return t
@@ -238,3 +239,17 @@ def redo(stored_params, output: str, why: str):
     except ImportError:
         return ""
     return redo_param(stored_params(output), why) if stored_params else ""
+
+
+def labels_input(config: dict, dataset: str) -> list[str]:
+    """The dataset's label volume as an input of its split and score jobs ([] without labels)."""
+    from ..datasets.labels import has_labels, labels_path
+
+    return [labels_path(dataset)] if has_labels(config, dataset) else []
+
+
+def labels_arg(config: dict, dataset: str) -> str:
+    """``--labels FILE`` for the split and score jobs of a dataset with labels, else ""."""
+    files = labels_input(config, dataset)
+    return f"--labels {files[0]}" if files else ""
+

@@ -32,6 +32,8 @@ from .methods import FitContext, get_method, to_dtype
 
 FIT_JSON = "fit.json"
 PREDICTION = "prediction.tif"
+#: methods that render any axis (seed 004 Tables 2-3) and semantic maps: their renderings
+RENDERS = "renders.npz"
 
 
 def _peak_mb() -> float:
@@ -61,6 +63,10 @@ def fit_cell(train_dir, method_type: str, params: dict, out_dir, *, name: str | 
     if pred.shape != want:
         raise VolbenchError(f"sparse method {method_type} returned {pred.shape}, expected {want}")
     io.write_volume(out / PREDICTION, to_dtype(pred, train.dtype))
+    renders = getattr(method, "renders", None)
+    (out / RENDERS).unlink(missing_ok=True)
+    if renders:
+        write_renders(out / RENDERS, renders, train.dtype)
     fit = getattr(method, "train_fit", None)
     fit_psnr = None
     if fit is not None:
@@ -72,6 +78,33 @@ def fit_cell(train_dir, method_type: str, params: dict, out_dir, *, name: str | 
             "split": split_record(train, train_dir), "file": PREDICTION,
             "fit_seconds": seconds, "fit_cpu_seconds": cpu, "peak_mb": _peak_mb(), "fit_psnr": fit_psnr,
             "stats": getattr(method, "stats", {}) or {}, "device": device, "threads": int(threads), "seed": int(seed)}
+
+
+def write_renders(path, renders: dict, dtype) -> None:
+    """renders.npz: per axis, ``{axis}_index`` (slice positions along the axis), ``{axis}_image``
+    (the rendered slices in the volume's dtype, as prediction.tif) and, for a model with semantic
+    features, ``{axis}_semantics`` (float16 class maps, (n, K, h, w), seed 004 eq. 2)."""
+    arrays = {}
+    for axis, r in renders.items():
+        arrays[f"{axis}_index"] = np.asarray(r["index"], dtype=np.int64)
+        arrays[f"{axis}_image"] = to_dtype(r["image"], dtype)
+        if r.get("semantics") is not None:
+            arrays[f"{axis}_semantics"] = np.asarray(r["semantics"], dtype=np.float16)
+    tmp = Path(path).with_suffix(".tmp.npz")
+    np.savez(tmp, **arrays)
+    tmp.replace(path)
+
+
+def read_renders(method_dir) -> dict | None:
+    """{axis: {"index", "image", "semantics" (or None)}} from renders.npz, None when absent."""
+    path = Path(method_dir) / RENDERS
+    if not path.exists():
+        return None
+    with np.load(path) as z:
+        axes = sorted({k.rsplit("_", 1)[0] for k in z.files})
+        return {a: {"index": z[f"{a}_index"], "image": z[f"{a}_image"],
+                    "semantics": z[f"{a}_semantics"].astype(np.float32) if f"{a}_semantics" in z.files else None}
+                for a in axes}
 
 
 def describe(method_type: str, module: str | None = None) -> dict:

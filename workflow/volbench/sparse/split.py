@@ -10,8 +10,9 @@ keep. Every other slice is a test (held-out) slice.
 Keeping both ends in training makes every test slice an interpolation (never an extrapolation)
 problem, for every method alike.
 
-``write_split`` writes ``train.tif`` (the training slices only, stacked in increasing z) and
-``train.json`` (their z indices, the test slices' z indices, the volume's shape, dtype, spacing,
+``write_split`` writes ``train.tif`` (the training slices only, stacked in increasing z),
+``train_labels.npz`` (the same slices of the dataset's label volume, volbench.datasets.labels, in
+its array ``labels``; no array for a dataset without labels) and ``train.json`` (their z indices, the test slices' z indices, the volume's shape, dtype, spacing,
 sigma_z and modality; never the volume's value range or anything else computed from a test
 slice). ``read_train`` is how a method's job opens them: it checks that the file holds exactly
 the listed training slices (count, checksum) and that no index is both training and test.
@@ -21,6 +22,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+import zipfile
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,6 +34,7 @@ from ..errors import VolbenchError
 
 TRAIN_TIF = "train.tif"
 TRAIN_JSON = "train.json"
+TRAIN_LABELS = "train_labels.npz"  # always written (no array in it for a dataset without labels)
 KIND = "volbench-sparse-train"
 VERSION = 1
 #: the meta.json keys a method may know (nothing computed from the voxels)
@@ -68,14 +71,45 @@ def _sha256(path: Path) -> str:
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
-def write_split(volume_path, meta_path, dataset: str, fraction: float, seed: int, out_dir) -> dict:
-    """Write out_dir/train.tif and out_dir/train.json (atomically, the JSON last); returns the record."""
+def _write_npz(path: Path, arrays: dict) -> None:
+    """An .npz (np.load reads it) whose bytes depend on the arrays only (fixed zip dates), atomically."""
+    tmp = path.with_name(path.name + ".tmp")
+    with zipfile.ZipFile(tmp, "w", zipfile.ZIP_STORED) as zf:
+        for key, arr in arrays.items():
+            info = zipfile.ZipInfo(f"{key}.npy", date_time=(1980, 1, 1, 0, 0, 0))
+            with zf.open(info, "w", force_zip64=True) as f:
+                np.lib.format.write_array(f, np.asanyarray(arr), allow_pickle=False)
+    tmp.replace(path)
+
+
+def write_split(volume_path, meta_path, dataset: str, fraction: float, seed: int, out_dir,
+                labels_path=None) -> dict:
+    """Write out_dir/train.tif and out_dir/train.json (atomically, the JSON last); with the
+    dataset's label volume (``labels_path``, classes from meta.json's "labels" entry), also the
+    training slices' labels in out_dir/train_labels.npz (always written: without labels it holds no
+    array, so that the file is a fixed output of the split job). Returns the record."""
     out = Path(out_dir)
     vol = io.read_volume(volume_path)
     meta = io.read_json(meta_path)
     if vol.ndim != 3:
         raise VolbenchError(f"dataset {dataset}: the sparse-slice task needs a 3D volume, got shape {vol.shape}")
     train, test = choose(vol.shape[0], fraction, seed, dataset)
+    labels_rec = None
+    arrays = {}
+    if labels_path is not None:
+        lab = io.read_volume(labels_path)
+        if lab.shape != vol.shape:
+            raise VolbenchError(f"dataset {dataset}: {labels_path} has shape {lab.shape}, the volume {vol.shape}; "
+                                f"re-run its data preparation")
+        info = meta.get("labels") or {}
+        n_classes = int(info.get("n_classes") or int(lab.max()) + 1)
+        classes = [str(c) for c in (info.get("classes") or [f"class {k}" for k in range(n_classes)])]
+        if int(lab.max()) >= n_classes or int(lab.min()) < 0:
+            raise VolbenchError(f"dataset {dataset}: {labels_path} holds labels outside 0..{n_classes - 1}")
+        arrays["labels"] = np.ascontiguousarray(lab[train])
+        labels_rec = {"file": TRAIN_LABELS, "classes": classes, "n_classes": n_classes}
+    out.mkdir(parents=True, exist_ok=True)
+    _write_npz(out / TRAIN_LABELS, arrays)
     io.write_volume(out / TRAIN_TIF, np.ascontiguousarray(vol[train]))
     rec = {
         "kind": KIND, "version": VERSION, "dataset": dataset, "fraction": float(fraction), "seed": int(seed),
@@ -85,6 +119,8 @@ def write_split(volume_path, meta_path, dataset: str, fraction: float, seed: int
         "rule": "round(fraction x depth) training slices (2 .. depth-1): the first and the last slice, plus "
                 "interior slices in the order of one permutation seeded by (seed, dataset); the rest is held out",
         "train_sha256": _sha256(out / TRAIN_TIF),
+        "labels": labels_rec,
+        "labels_sha256": _sha256(out / TRAIN_LABELS),
     }
     io.write_json(out / TRAIN_JSON, rec)
     return rec
@@ -105,6 +141,12 @@ class TrainSet:
     dataset: str
     fraction: float
     seed: int
+    labels: np.ndarray | None = None  # (n_train, H, W) integer class per voxel of the training slices
+    classes: list[str] | None = None  # class names (index = label value)
+
+    @property
+    def n_classes(self) -> int:
+        return len(self.classes or ())
 
     @property
     def label(self) -> str:
@@ -134,7 +176,19 @@ def read_train(in_dir) -> TrainSet:
     if np.any(np.diff(train) <= 0) or np.any(np.diff(test) <= 0):
         raise VolbenchError(f"{jpath}: slice indices must increase")
     spacing = tuple(float(s) for s in (rec.get("spacing") or (1.0, 1.0, 1.0)))
-    return TrainSet(slices=slices, z=train, test_z=test, shape=shape, dtype=np.dtype(rec["dtype"]),
+    labels = classes = None
+    lpath = d / TRAIN_LABELS
+    if rec.get("labels_sha256") is not None:
+        if not lpath.exists() or _sha256(lpath) != rec["labels_sha256"]:
+            raise VolbenchError(f"{lpath}: missing or does not match {jpath.name} (checksum); re-run its sparse_split job")
+        if rec.get("labels"):
+            with np.load(lpath) as z:
+                labels = z["labels"]
+            if labels.shape != slices.shape:
+                raise VolbenchError(f"{lpath}: holds {labels.shape}, the training slices {slices.shape}; "
+                                    f"re-run its sparse_split job")
+            classes = [str(c) for c in rec["labels"]["classes"]]
+    return TrainSet(labels=labels, classes=classes, slices=slices, z=train, test_z=test, shape=shape, dtype=np.dtype(rec["dtype"]),
                     spacing=spacing, sigma_z=rec.get("sigma_z"), modality=str(rec.get("modality") or "unknown"),
                     dataset=str(rec["dataset"]), fraction=float(rec["fraction"]), seed=int(rec["seed"]))
 
