@@ -148,7 +148,7 @@ class _CompositeSparse(SparseMethod):
     uses_gpu = True
     triplane: ClassVar[bool] = False
     defaults: ClassVar[dict[str, Any]] = {
-        "n_gaussians": 2000, "iterations": 200, "batch_slices": 2, "semantic_weight": 0.1,
+        "n_gaussians": 2000, "iterations": 200, "batch_slices": 1, "semantic_weight": 0.1,
         "lr_means": 2e-3, "lr_scales": 0.01, "lr_quats": 0.005, "lr_attr": 0.05, "lr_planes": 0.1,
         "lr_mlp": 0.003, "lr_final_factor": 0.1, "lambda_dssim": 0.2, "min_z_scale": 0.5,
         "min_init_scale": 0.5, "plane_channels": 16, "plane_scale": 1.0, "mlp_width": 64, "mlp_layers": 2,

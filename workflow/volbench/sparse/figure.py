@@ -72,7 +72,7 @@ def draw(volume_path, score_files, method_dirs: dict[str, dict[str, str]], out_b
                     seg = np.argmax(renders["axial"]["semantics"][k], axis=0)
                     fg = [d for d in (rec.get("dice") or [])[1:] if d is not None and np.isfinite(d)]
                     if fg:
-                        title = f"{title}\nDice {np.mean(fg):.3f}"
+                        title = (title, f"Dice {np.mean(fg):.2f}")
                 panels.append((title, pred, rec["psnr"][k], seg))
             else:
                 panels.append((title, None, None, None))
@@ -86,7 +86,9 @@ def draw(volume_path, score_files, method_dirs: dict[str, dict[str, str]], out_b
                 ax.imshow(img, cmap="gray", vmin=vmin, vmax=vmax, interpolation="nearest")
                 if seg is not None:
                     outline(ax, seg, K)
-            ax.set_title(title if psnr is None else f"{title}\n{psnr:.2f} dB", fontsize=7)
+            name, extra = title if isinstance(title, tuple) else (title, "")
+            ax.set_title(name if psnr is None else f"{name}\n{psnr:.2f} dB" + (f", {extra}" if extra else ""),
+                         fontsize=7)
         axes[row][0].set_ylabel(f"{100 * s['fraction']:g} %: z = {z}\n({gap} from training)", fontsize=7)
     note = " (coloured: segmentation outlines)" if labvol is not None else ""
     fig.suptitle(f"{scores[0]['dataset']}: held-out slices (the one farthest from training per fraction){note}",
