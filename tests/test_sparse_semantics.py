@@ -192,6 +192,15 @@ def test_scores_table_and_figure_with_semantics(ds, tmp_path):
     out = figure.draw(root / "volume.tif", [tmp_path / "scores.json"], {"0.5": {k: str(v) for k, v in dirs.items()}},
                       tmp_path / "fig", labels_path=root / "labels.tif")
     assert all(p.stat().st_size > 1000 for p in out)
+    # many methods: the figure stays about 2,000 px wide (columns narrow instead of growing)
+    many = {**sc, "methods": {f"m{i}": sc["methods"]["nearest"] for i in range(12)},
+            "method_order": [f"m{i}" for i in range(12)]}
+    io.write_json(tmp_path / "many.json", many)
+    png = figure.draw(root / "volume.tif", [tmp_path / "many.json"],
+                      {"0.5": {f"m{i}": str(dirs["nearest"]) for i in range(12)}}, tmp_path / "many")[0]
+    from PIL import Image
+
+    assert Image.open(png).size[0] <= 2000
 
 
 def test_parameters_are_checked():

@@ -54,7 +54,9 @@ def draw(volume_path, score_files, method_dirs: dict[str, dict[str, str]], out_b
     labels = list(method_dirs)
     names = list(dict.fromkeys(m for s in scores for m in s.get("method_order") or s["methods"]))
     ncol = 1 + len(names)
-    fig, axes = plt.subplots(len(scores), ncol, figsize=(1.9 * ncol, 2.1 * len(scores) + 0.4), squeeze=False)
+    # at most ~15 in (about 2,000 px at 130 dpi) wide, however many methods
+    w = min(1.9, 15.3 / ncol)
+    fig, axes = plt.subplots(len(scores), ncol, figsize=(w * ncol, (w + 0.2) * len(scores) + 0.4), squeeze=False)
     for row, (s, lab) in enumerate(zip(scores, labels)):
         z = hardest_slice(s["train_z"], s["test_z"], s["depth"])
         k = s["test_z"].index(z)
