@@ -192,6 +192,15 @@ def test_scores_table_and_figure_with_semantics(ds, tmp_path):
     out = figure.draw(root / "volume.tif", [tmp_path / "scores.json"], {"0.5": {k: str(v) for k, v in dirs.items()}},
                       tmp_path / "fig", labels_path=root / "labels.tif")
     assert all(p.stat().st_size > 1000 for p in out)
+    # the training curves against the held-out PSNR: the trained methods' histories are drawn
+    tr = figure.draw_training([tmp_path / "scores.json"], {"0.5": {k: str(v) for k, v in dirs.items()}},
+                              tmp_path / "train")
+    assert all(p.stat().st_size > 1000 for p in tr)
+    series = figure.training_series(sc, {k: str(v) for k, v in dirs.items()})
+    assert list(series) == ["InnerGS", "Tri-plane 3DGS"]  # trained methods only, in the config's order
+    it, ps, held = series["InnerGS"]
+    assert it[0] == 1 and it[-1] == FAST["iterations"] and len(ps) == len(it)
+    assert held == pytest.approx(sc["methods"]["innergs"]["psnr_mean"])
     # many methods: the figure stays about 2,000 px wide (columns narrow instead of growing)
     many = {**sc, "methods": {f"m{i}": sc["methods"]["nearest"] for i in range(12)},
             "method_order": [f"m{i}" for i in range(12)]}

@@ -200,3 +200,32 @@ rule sparse_figure:
             "sparse-figure --volume {input.vol} --methods {params.methods:q} {params.labels}"
             " --out-base results/plots/{wildcards.dataset}/sparse_heldout {input.scores}"
         )
+
+
+rule sparse_training_figure:
+    input:
+        scores=lambda w: sparse_plan.scores(config, w.dataset),
+        methods=lambda w: sparse_plan.method_dirs(config, w.dataset),
+    output:
+        png=report(
+            "results/plots/{dataset}/sparse_training.png",
+            caption="../report/sparse_training.rst",
+            category=SPARSE_CATEGORY,
+            subcategory="{dataset}",
+            labels={"dataset": "{dataset}", "figure": "training curves vs held-out PSNR"},
+        ),
+        pdf="results/plots/{dataset}/sparse_training.pdf",
+    params:
+        vb=VB,
+        methods=lambda w: sparse_plan.figure_methods_arg(config, w.dataset),
+    log:
+        "logs/sparse/training_figure/{dataset}.log",
+    benchmark:
+        "logs/benchmarks/sparse/training_figure/{dataset}.tsv"
+    conda:
+        CONDA_ENV
+    shell:
+        vb_shell(
+            "sparse-training-figure --methods {params.methods:q}"
+            " --out-base results/plots/{wildcards.dataset}/sparse_training {input.scores}"
+        )

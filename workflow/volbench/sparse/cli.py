@@ -67,6 +67,12 @@ def cmd_table_axes(a):
     write_table(a.scores, a.out_base)
 
 
+def cmd_training_figure(a):
+    from .figure import draw_training
+
+    draw_training(a.scores, _json(a.methods), a.out_base)
+
+
 def cmd_figure(a):
     from .figure import draw
 
@@ -117,6 +123,13 @@ def register(sub) -> None:
     s.add_argument("--out-base", required=True)
     s.add_argument("scores", nargs="+")
     s.set_defaults(func=cmd_table_axes)
+
+    s = sub.add_parser("sparse-training-figure",
+                       help="sparse slices: the trained methods' curves against their held-out PSNR")
+    s.add_argument("--methods", required=True, help="JSON {fraction label: {method: folder}}")
+    s.add_argument("--out-base", required=True)
+    s.add_argument("scores", nargs="+")
+    s.set_defaults(func=cmd_training_figure)
 
     s = sub.add_parser("sparse-figure", help="sparse slices: held-out slices beside each method")
     s.add_argument("--volume", required=True)

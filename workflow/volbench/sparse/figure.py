@@ -103,3 +103,68 @@ def draw(volume_path, score_files, method_dirs: dict[str, dict[str, str]], out_b
         out.append(path)
     plt.close(fig)
     return out
+
+
+def training_series(score: dict, dirs: dict[str, str]) -> dict[str, tuple[list, list, float]]:
+    """{display name: (logged steps, training-slice PSNRs, held-out mean PSNR)} of the split's
+    trained methods that finished and left a history.csv."""
+    from .. import history
+
+    out = {}
+    for m in score.get("method_order") or list(score["methods"]):
+        rec = score["methods"].get(m, {})
+        path = Path(dirs.get(m, "")) / "history.csv"
+        if rec.get("status") != "ok" or not rec.get("trains") or not path.is_file():
+            continue
+        h = history.read(path)
+        h = h[(h["stage"].fillna("train") == "train") & h["psnr"].notna()]
+        if len(h):
+            out[rec.get("display_name") or m] = ([float(v) for v in h["iteration"]], [float(v) for v in h["psnr"]],
+                                                  float(rec["psnr_mean"]))
+    return out
+
+
+def draw_training(score_files, method_dirs: dict[str, dict[str, str]], out_base) -> list[Path]:
+    """The trained methods' curves against their held-out result: one panel per fraction; per
+    method its training-slice PSNR over the steps (history.csv: the slices of each logged step, dB
+    on the training slices' range, as fit PSNR) and, at its last step, its held-out PSNR (a dot on
+    the volume's range, as the table). The vertical gap is what the method fails to carry from the
+    training slices to the held-out ones; cubic interpolation's held-out PSNR is the dashed line."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    scores = [io.read_json(f) for f in score_files]
+    labels = list(method_dirs)
+    fig, axes = plt.subplots(1, len(scores), figsize=(4.2 * len(scores) + 1.6, 3.4), squeeze=False)
+    cmap = plt.get_cmap("tab10")
+    handles = {}
+    series = [training_series(s, method_dirs[lab]) for s, lab in zip(scores, labels)]
+    colour = {n: cmap(i % 10) for i, n in enumerate(dict.fromkeys(n for ser in series for n in ser))}
+    for col, (s, ser) in enumerate(zip(scores, series)):
+        ax = axes[0][col]
+        for name, (it, ps, held) in ser.items():  # one colour per method in every panel
+            (line,) = ax.plot(it, ps, color=colour[name], lw=1.0, label=name)
+            ax.plot([it[-1]], [held], "o", color=colour[name], ms=6, mec="black", mew=0.5)
+            handles[name] = line
+        cub = next((r.get("psnr_mean") for r in s["methods"].values()
+                    if r.get("method_type") == "cubic" and r.get("status") == "ok"), None)
+        if cub is not None:
+            handles["cubic interpolation (held-out)"] = ax.axhline(cub, color="grey", ls="--", lw=0.8)
+        ax.set_xscale("log")
+        ax.set_xlabel("training step")
+        ax.set_ylabel("PSNR (dB)")
+        ax.set_title(f"{100 * s['fraction']:g} % of the slices ({s['n_train']} of {s['depth']})", fontsize=9)
+        ax.grid(alpha=0.3)
+    fig.legend(list(handles.values()), list(handles), loc="center left", bbox_to_anchor=(0.84, 0.5), fontsize=7,
+               title="line: training slices\ndot: held-out slices", title_fontsize=7)
+    fig.suptitle(f"{scores[0]['dataset']}: training curves vs held-out PSNR", fontsize=9)
+    fig.tight_layout(rect=(0, 0, 0.84, 1))
+    out = []
+    for ext in ("png", "pdf"):
+        path = Path(f"{out_base}.{ext}")
+        io.atomic_write(path, lambda tmp, ext=ext: fig.savefig(tmp, format=ext, dpi=130))
+        out.append(path)
+    plt.close(fig)
+    return out

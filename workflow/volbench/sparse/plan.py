@@ -34,6 +34,7 @@ TABLE = "results/tables/sparse/sparse_table1"
 TABLE_EXTS = ("csv", "md", "html")
 TABLE_AXES = "results/tables/sparse/sparse_table23_axes"
 FIGURE = "results/plots/{dataset}/sparse_heldout"
+TRAINING_FIGURE = "results/plots/{dataset}/sparse_training"
 
 
 def section(config: dict) -> dict[str, Any]:
@@ -140,7 +141,7 @@ def targets(config: dict) -> list[str]:
         return []
     t = [f"{TABLE}.{ext}" for ext in TABLE_EXTS] + [f"{TABLE_AXES}.{ext}" for ext in TABLE_EXTS]
     for d in datasets(config):
-        t += [f"{FIGURE.format(dataset=d)}.{ext}" for ext in ("png", "pdf")]
+        t += [f"{fig.format(dataset=d)}.{ext}" for fig in (FIGURE, TRAINING_FIGURE) for ext in ("png", "pdf")]
     return t
 
 
