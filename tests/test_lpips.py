@@ -127,3 +127,37 @@ def test_protocol_001_slices_and_metrics():
         with_lpips = metrics.protocol_001(orig, noisy, seed=3)
         assert 0 < with_lpips["lpips_vgg_001"] < 1
         assert metrics.protocol_001(orig, orig, seed=3)["lpips_vgg_001"] == pytest.approx(0, abs=1e-6)
+
+
+def test_identical_slices_score_zero_without_the_network(monkeypatch):
+    """LPIPS of a bit-identical reconstruction is 0 without loading the network (a lossless cell's
+    score job skips torch and lpips), and that is what the network gives too."""
+    from volbench import lpips_weights, metrics
+
+    rng = np.random.default_rng(0)
+    vol = rng.integers(0, 4000, size=(40, 48, 44)).astype(np.uint16)
+    R = float(vol.max() - vol.min())
+    real = lpips_weights.model
+
+    def refuse():
+        raise AssertionError("the network was loaded")
+
+    monkeypatch.setattr(lpips_weights, "model", refuse)
+    assert metrics.lpips_score(vol, vol.copy(), float(vol.min()), R) == 0.0
+    # one voxel off on a picked slice: the network is needed
+    axis, i = metrics.lpips_slices(vol.shape, 4, 0)[0]
+    near = vol.copy()
+    idx = [slice(None)] * 3
+    idx[axis] = i
+    near[tuple(idx)][0, 0] += 1
+    with pytest.raises(AssertionError, match="network was loaded"):
+        metrics.lpips_score(vol, near, float(vol.min()), R)
+    monkeypatch.setattr(lpips_weights, "model", real)
+    import torch
+
+    m = real()
+    a = np.take(vol, i, axis=axis).astype(np.float32)
+    t = torch.from_numpy((a - float(vol.min())) / R * 2 - 1)[None, None].repeat(1, 3, 1, 1)
+    with torch.no_grad():
+        assert float(m(t, t.clone()).item()) == 0.0
+    assert 0 < metrics.lpips_score(vol, near, float(vol.min()), R) < 1e-3
