@@ -21,6 +21,19 @@ from .. import io, metrics
 from . import run
 
 
+def _save(fig, out_base) -> list[Path]:
+    """out_base.png and .pdf (atomically), then close the figure."""
+    import matplotlib.pyplot as plt
+
+    out = []
+    for ext in ("png", "pdf"):
+        path = Path(f"{out_base}.{ext}")
+        io.atomic_write(path, lambda tmp, ext=ext: fig.savefig(tmp, format=ext, dpi=130))
+        out.append(path)
+    plt.close(fig)
+    return out
+
+
 def hardest_slice(train_z, test_z, depth: int) -> int:
     """The held-out z farthest from the training slices (ties: nearest the middle)."""
     train = np.asarray(train_z)
@@ -96,13 +109,7 @@ def draw(volume_path, score_files, method_dirs: dict[str, dict[str, str]], out_b
     fig.suptitle(f"{scores[0]['dataset']}: held-out slices (the one farthest from training per fraction){note}",
                  fontsize=9)
     fig.tight_layout()
-    out = []
-    for ext in ("png", "pdf"):
-        path = Path(f"{out_base}.{ext}")
-        io.atomic_write(path, lambda tmp, ext=ext: fig.savefig(tmp, format=ext, dpi=130))
-        out.append(path)
-    plt.close(fig)
-    return out
+    return _save(fig, out_base)
 
 
 def training_series(score: dict, dirs: dict[str, str]) -> dict[str, tuple[list, list, float]]:
@@ -161,10 +168,4 @@ def draw_training(score_files, method_dirs: dict[str, dict[str, str]], out_base)
                title="line: training slices\ndot: held-out slices", title_fontsize=7)
     fig.suptitle(f"{scores[0]['dataset']}: training curves vs held-out PSNR", fontsize=9)
     fig.tight_layout(rect=(0, 0, 0.84, 1))
-    out = []
-    for ext in ("png", "pdf"):
-        path = Path(f"{out_base}.{ext}")
-        io.atomic_write(path, lambda tmp, ext=ext: fig.savefig(tmp, format=ext, dpi=130))
-        out.append(path)
-    plt.close(fig)
-    return out
+    return _save(fig, out_base)

@@ -35,6 +35,12 @@ def bracket(z: np.ndarray, zq: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.n
     return i0, i1, t
 
 
+def nearest_index(z, zq) -> np.ndarray:
+    """For each query position zq, the index of the nearest training slice (a tie takes the lower)."""
+    i0, i1, t = bracket(z, zq)
+    return np.where(t > 0.5, i1, i0)
+
+
 def linear_fill(slices: np.ndarray, z, zq) -> np.ndarray:
     """Linear interpolation along z of slices (n, H, W) at z = zq: (len(zq), H, W) float64."""
     i0, i1, t = bracket(z, zq)
@@ -50,9 +56,7 @@ class NearestSlice(SparseMethod):
     table_order = 10
 
     def reconstruct(self, train, ctx):
-        i0, i1, t = bracket(train.z, train.test_z)
-        pick = np.where(t > 0.5, i1, i0)  # a tie (t = 0.5) takes the lower slice
-        return train.slices[pick].astype(np.float64)
+        return train.slices[nearest_index(train.z, train.test_z)].astype(np.float64)
 
 
 class LinearZ(SparseMethod):

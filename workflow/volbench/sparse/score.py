@@ -78,9 +78,11 @@ def semantic_loss(sem: np.ndarray, labels: np.ndarray) -> float:
 
 
 def nearest_labels(labels: np.ndarray, train_z, test_z) -> np.ndarray:
-    """The label slice of the nearest training slice (ties: the lower z) for every test z."""
-    tz = np.asarray(train_z)
-    return np.stack([labels[tz[np.argmin(np.abs(tz - z))]] for z in test_z])
+    """The label slice of the nearest training slice (ties: the lower z) for every test z, the
+    nearest-slice baseline's rule (interp.nearest_index)."""
+    from .interp import nearest_index
+
+    return labels[np.asarray(train_z)[nearest_index(train_z, test_z)]]
 
 
 def score_axes(vol, labels, renders: dict, vmin: float, R: float, test_z, n_classes: int) -> dict:

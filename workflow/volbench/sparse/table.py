@@ -154,22 +154,27 @@ NOTE = ("Mean ± std (population) over the held-out slices of each split. PSNR �
         "ultrasound, 160³, another volume than ours: for orientation only).")
 
 
-def markdown(rows, published) -> str:
-    lines = [f"# {TITLE}", "", NOTE, ""]
-    for ds, body in blocks(rows, published):
-        lines += [f"## {ds}", "", "| " + " | ".join(HEADER) + " |", "|" + "---|" * len(HEADER)]
+def render_markdown(title: str, note: str, header: list[str], body_blocks, empty: str = "") -> str:
+    """A titled Markdown document: the note, then one table per (heading, rows) block (`empty`
+    stands in for a document without blocks)."""
+    lines = [f"# {title}", "", note, ""]
+    if empty and not body_blocks:
+        lines += [empty, ""]
+    for ds, body in body_blocks:
+        lines += [f"## {ds}", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
         lines += ["| " + " | ".join(c.replace("|", "\\|") for c in r) + " |" for r in body]
         lines.append("")
     return "\n".join(lines)
 
 
-def to_html(rows, published) -> str:
+def render_html(title: str, note: str, header: list[str], body_blocks, page_title: str) -> str:
+    """The same as a standalone HTML page; a cell written *like this* is set in italics."""
     e = html.escape
-    parts = [f"<h2>{e(TITLE)}</h2>", f"<p>{e(NOTE)}</p>"]
-    for ds, body in blocks(rows, published):
+    parts = [f"<h2>{e(title)}</h2>", f"<p>{e(note)}</p>"]
+    for ds, body in body_blocks:
         parts.append(f"<h3>{e(ds)}</h3>")
         parts.append("<table border='1' cellspacing='0' cellpadding='3'><thead><tr>"
-                     + "".join(f"<th>{e(h)}</th>" for h in HEADER) + "</tr></thead><tbody>")
+                     + "".join(f"<th>{e(h)}</th>" for h in header) + "</tr></thead><tbody>")
         for r in body:
             cells = []
             for c in r:
@@ -179,8 +184,16 @@ def to_html(rows, published) -> str:
                     cells.append(f"<td>{e(c)}</td>")
             parts.append("<tr>" + "".join(cells) + "</tr>")
         parts.append("</tbody></table>")
-    return "<!DOCTYPE html><html><head><meta charset='utf-8'><title>sparse slices</title></head><body>\n" \
+    return f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{e(page_title)}</title></head><body>\n" \
         + "\n".join(parts) + "\n</body></html>\n"
+
+
+def markdown(rows, published) -> str:
+    return render_markdown(TITLE, NOTE, HEADER, blocks(rows, published))
+
+
+def to_html(rows, published) -> str:
+    return render_html(TITLE, NOTE, HEADER, blocks(rows, published), "sparse slices")
 
 
 def write_table(score_files, out_base, published_path=None) -> list[dict[str, Any]]:

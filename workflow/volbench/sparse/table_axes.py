@@ -15,12 +15,11 @@ HTML.
 
 from __future__ import annotations
 
-import html
 import json
 from pathlib import Path
 
 from .. import io
-from .table import _num, input_set, mean_std
+from .table import _num, input_set, mean_std, render_html, render_markdown
 
 AXES = ("axial", "coronal", "sagittal")
 CSV_COLUMNS = ["dataset", "fraction", "input_set", "method", "method_type", "display_name", "axis", "n_slices",
@@ -129,29 +128,13 @@ NOTE = ("Mean ± std (population) over the slices along each axis: axial = the h
 
 
 def markdown(rows, published) -> str:
-    lines = [f"# {TITLE}", "", NOTE, ""]
-    if not rows:
-        lines += ["No method rendering every axis ran (config `sparse_slices.methods`: innergs, triplane).", ""]
-    for ds, body in blocks(rows, published):
-        lines += [f"## {ds}", "", "| " + " | ".join(HEADER) + " |", "|" + "---|" * len(HEADER)]
-        lines += ["| " + " | ".join(c.replace("|", "\\|") for c in r) + " |" for r in body]
-        lines.append("")
-    return "\n".join(lines)
+    return render_markdown(TITLE, NOTE, HEADER, blocks(rows, published),
+                           empty="No method rendering every axis ran (config `sparse_slices.methods`: innergs, "
+                                 "triplane)." if not rows else "")
 
 
 def to_html(rows, published) -> str:
-    e = html.escape
-    parts = [f"<h2>{e(TITLE)}</h2>", f"<p>{e(NOTE)}</p>"]
-    for ds, body in blocks(rows, published):
-        parts.append(f"<h3>{e(ds)}</h3><table border='1' cellspacing='0' cellpadding='3'><thead><tr>"
-                     + "".join(f"<th>{e(h)}</th>" for h in HEADER) + "</tr></thead><tbody>")
-        for r in body:
-            parts.append("<tr>" + "".join(
-                f"<td><i>{e(c.strip('*'))}</i></td>" if c.startswith("*") and c.endswith("*") else f"<td>{e(c)}</td>"
-                for c in r) + "</tr>")
-        parts.append("</tbody></table>")
-    return "<!DOCTYPE html><html><head><meta charset='utf-8'><title>sparse slices per axis</title></head><body>\n" \
-        + "\n".join(parts) + "\n</body></html>\n"
+    return render_html(TITLE, NOTE, HEADER, blocks(rows, published), "sparse slices per axis")
 
 
 def write_table(score_files, out_base, published_path=None) -> list[dict]:
